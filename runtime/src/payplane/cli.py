@@ -1,0 +1,25 @@
+"""The ``payplane`` command: one CLI for the whole product."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from payplane.devinfra import cli as infra_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="payplane", description="payplane: payments on Kubernetes")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    infra_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    exit_code: int = handler(args)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

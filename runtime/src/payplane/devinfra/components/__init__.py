@@ -1,0 +1,1 @@
+"""One module per infrastructure component; each knows how to build, start, probe and stop itself."""
