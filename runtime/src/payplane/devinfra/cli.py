@@ -6,11 +6,13 @@ import sys
 from payplane.devinfra import stack
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.errors import InfraError
-from payplane.devinfra.settings import load_settings
+from payplane.devinfra.settings import InfraSettings, load_settings
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    infra = subparsers.add_parser("infra", help="real PostgreSQL, Redis, Kafka, SPIRE and Kubernetes API on loopback")
+    infra = subparsers.add_parser(
+        "infra", help="real PostgreSQL, Redis, Kafka, SPIRE and Kubernetes API on loopback"
+    )
     verbs = infra.add_subparsers(dest="verb", required=True)
     for verb, text in [
         ("up", "build (cached) and start every component, wait until healthy, write the endpoints file"),
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_status(settings: "stack.InfraSettings") -> int:
+def _print_status(settings: InfraSettings) -> int:
     all_healthy = True
     for item in stack.status(settings):
         state = "healthy" if item.healthy else ("running, not healthy" if item.running else "down")

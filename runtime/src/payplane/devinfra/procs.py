@@ -85,7 +85,8 @@ class ManagedProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.env}
         with self.log_file.open("ab") as log:
-            log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting {' '.join(self.argv)}\n".encode())
+            started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+            log.write(f"\n==== {started_at} starting {' '.join(self.argv)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
                 list(self.argv),

@@ -7,6 +7,14 @@ from payplane.devinfra.errors import NotHealthyError
 from payplane.devinfra.procs import ManagedProcess
 
 
+def _probe(check: Callable[[], bool]) -> bool:
+    """Run one health probe; a probe that raises (connection refused, timeout) means "not yet"."""
+    try:
+        return check()
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def wait_healthy(
     component: str,
     check: Callable[[], bool],
@@ -17,11 +25,8 @@ def wait_healthy(
     """Poll ``check`` until it passes; fail early if ``process`` died, or at ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - a failing probe just means "not yet"
-            pass
+        if _probe(check):
+            return
         if not process.is_running():
             raise NotHealthyError(f"{component} (process exited)", timeout_s, str(process.log_file),
                                   process.log_tail())

@@ -47,7 +47,7 @@ def api_versions_ok(port: int, timeout_s: float = 2.0) -> bool:
     if len(header) < 10:
         return False
     _size, got_correlation, error_code = struct.unpack(">iih", header)
-    return got_correlation == correlation_id and error_code == 0
+    return bool(got_correlation == correlation_id and error_code == 0)
 
 
 class Kafka(Component):

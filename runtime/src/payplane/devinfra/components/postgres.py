@@ -32,7 +32,7 @@ class Postgres(Component):
 
     @property
     def cluster_dir(self) -> Path:
-        """PostgreSQL refuses to run as root; as root the cluster lives where the postgres user can reach it."""
+        """PostgreSQL refuses to run as root: then the cluster lives where the postgres user reaches it."""
         if os.geteuid() == 0:
             return ROOT_CLUSTER_PARENT / f"cluster-{self.settings.ports.postgres}"
         return self.settings.state_dir / "postgres"
@@ -103,7 +103,7 @@ class Postgres(Component):
         (proc,) = self.processes()
         proc.start()
         wait_healthy(self.name, self.healthy, self.start_timeout_s, proc)
-        if self._psql(f"select 1 from pg_database where datname = '{DATABASE}'") != "1":
+        if self._psql(f"select 1 from pg_database where datname = '{DATABASE}'") != "1":  # noqa: S608 constant
             self._psql(f"create database {DATABASE}")
 
     def endpoints(self) -> dict[str, str]:
