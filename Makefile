@@ -1,0 +1,69 @@
+# payplane: every developer and CI entry point. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+APT_PACKAGES := postgresql-15 postgresql-client-15 redis-server maven openjdk-17-jdk-headless gcc libc6-dev
+PY_SOURCES := runtime operator tests
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: setup ## the main job: real infrastructure up on loopback, then where everything is
+	$(BIN)/payplane infra up
+	@echo; $(BIN)/payplane infra status; echo; echo "endpoints (eval \"\$$($(BIN)/payplane infra env)\"):"; \
+	  $(BIN)/payplane infra env
+
+.PHONY: test
+test: setup check infra-up ## the whole test suite: lint, types, layers, unit, integration, e2e
+	$(BIN)/pytest tests
+
+.PHONY: setup
+setup: system-deps $(VENV)/.synced ## install system packages (Debian) and the locked Python environment
+
+.PHONY: system-deps
+system-deps: ## Debian packages the local infrastructure needs (installed only when missing)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v go >/dev/null || { echo "Go >= 1.26.6 is required to build SPIRE and Kubernetes (not found on PATH)"; exit 1; }
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null || python3 -m pip install -q "uv==$(UV_VERSION)"
+	uv sync --frozen --python python3.11
+	@touch $@
+
+.PHONY: check
+check: $(VENV)/.synced ## ruff (lint + format), mypy --strict, import-linter layer contracts
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+.PHONY: fmt
+fmt: $(VENV)/.synced ## format and auto-fix
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+
+.PHONY: infra-up
+infra-up: setup ## build (cached) and start PostgreSQL, Redis, Kafka, Kubernetes API, SPIRE on loopback
+	$(BIN)/payplane infra up
+
+.PHONY: infra-down
+infra-down: ## stop what infra-up started
+	$(BIN)/payplane infra down
+
+.PHONY: test-unit
+test-unit: $(VENV)/.synced ## unit tier only (no infrastructure)
+	$(BIN)/pytest tests/unit
+
+.PHONY: test-integration
+test-integration: infra-up ## integration tier (real infrastructure)
+	$(BIN)/pytest tests/integration
