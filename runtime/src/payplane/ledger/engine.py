@@ -1,0 +1,266 @@
+"""The pure ledger engine: applies transfer requests to accounts, one at a time, deterministically.
+
+No I/O, no clock: the caller passes ``now_us``. The ledger writer builds a ``Ledger`` holding just the
+rows a batch touches, applies the batch in memory (so a hot account costs no more than a cold one) and
+persists the resulting ``BalanceChange``s in one transaction.
+
+Idempotency: every id is remembered with its request and its result, failures included. A retry with
+equal fields gets ``exists`` (if it was applied) or the very same failure (if it was not), never a
+second application and never a different answer; equal id with different fields gets
+``exists_with_different_fields``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from payplane.ledger.model import (
+    AMOUNT_MAX_MINOR,
+    BALANCE_MAX_MINOR,
+    PENDING_TIMEOUT_MAX_S,
+    Account,
+    AccountSpec,
+    AccountStatus,
+    BalanceChange,
+    Entry,
+    EntrySide,
+    PendingState,
+    Transfer,
+    TransferMode,
+    TransferRequest,
+)
+from payplane.ledger.results import AccountResult, TransferResult
+
+R = TransferResult
+_US_PER_S = 1_000_000
+
+
+@dataclass
+class Ledger:
+    """In-memory ledger state: accounts, applied transfers, and remembered rejections."""
+
+    accounts: dict[str, Account] = field(default_factory=dict)
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    rejections: dict[str, tuple[TransferRequest, TransferResult]] = field(default_factory=dict)
+
+    # -- accounts -------------------------------------------------------------------------------
+    def create_account(self, spec: AccountSpec, now_us: int) -> AccountResult:
+        if not spec.id:
+            return AccountResult.ID_MUST_NOT_BE_EMPTY
+        if spec.flags.debits_must_not_exceed_credits and spec.flags.credits_must_not_exceed_debits:
+            return AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
+        if spec.overdraft_limit_minor < 0:
+            return AccountResult.OVERDRAFT_LIMIT_MUST_NOT_BE_NEGATIVE
+        existing = self.accounts.get(spec.id)
+        if existing is not None:
+            return AccountResult.EXISTS if existing.spec == spec else AccountResult.EXISTS_WITH_DIFFERENT_FIELDS
+        self.accounts[spec.id] = Account(spec=spec, created_at_us=now_us)
+        return AccountResult.OK
+
+    # -- transfers ------------------------------------------------------------------------------
+    def apply(self, request: TransferRequest, now_us: int) -> tuple[TransferResult, BalanceChange]:
+        """Apply one request. The result is always a value; the change says what to persist."""
+        change = BalanceChange()
+        invalid = _validate(request)
+        if invalid is not None:
+            return invalid, change  # malformed requests are not remembered: they never had an identity
+        seen = self._seen_before(request)
+        if seen is not None:
+            return seen, change
+        if request.mode in (TransferMode.POST_PENDING, TransferMode.VOID_PENDING):
+            result = self._resolve_pending(request, now_us, change)
+        else:
+            result = self._move(request, now_us, change)
+        if not result.succeeded:
+            self.rejections[request.id] = (request, result)
+        return result, change
+
+    def expire(self, pending_id: str, now_us: int) -> BalanceChange | None:
+        """Release a pending transfer whose timeout has passed; None if it is not due or not pending."""
+        pending = self.transfers.get(pending_id)
+        if pending is None or pending.pending_state is not PendingState.PENDING:
+            return None
+        if pending.expires_at_us is None or now_us < pending.expires_at_us:
+            return None
+        change = BalanceChange()
+        self._release(pending, PendingState.EXPIRED, change)
+        return change
+
+    # -- internals ------------------------------------------------------------------------------
+    def _seen_before(self, request: TransferRequest) -> TransferResult | None:
+        applied = self.transfers.get(request.id)
+        if applied is not None:
+            return R.EXISTS if applied.request == request else R.EXISTS_WITH_DIFFERENT_FIELDS
+        rejected = self.rejections.get(request.id)
+        if rejected is not None:
+            original, result = rejected
+            return result if original == request else R.EXISTS_WITH_DIFFERENT_FIELDS
+        return None
+
+    def _move(self, request: TransferRequest, now_us: int, change: BalanceChange) -> TransferResult:
+        """A single-phase or pending transfer between two accounts."""
+        debit = self.accounts.get(request.debit_account_id)
+        credit = self.accounts.get(request.credit_account_id)
+        if debit is None:
+            return R.DEBIT_ACCOUNT_NOT_FOUND
+        if credit is None:
+            return R.CREDIT_ACCOUNT_NOT_FOUND
+        amount_minor = request.amount_minor or 0
+        refused = _check_accounts(request, debit, credit) or _check_limits(request.mode, amount_minor, debit, credit)
+        if refused is not None:
+            return refused
+        transfer = Transfer(
+            request=request, debit_account_id=debit.id, credit_account_id=credit.id,
+            amount_minor=amount_minor, currency=request.currency, applied_at_us=now_us,
+        )
+        if request.mode is TransferMode.PENDING:
+            transfer.pending_state = PendingState.PENDING
+            if request.timeout_s:
+                transfer.expires_at_us = now_us + request.timeout_s * _US_PER_S
+            debit.debits_pending_minor += amount_minor
+            credit.credits_pending_minor += amount_minor
+        else:
+            _post(debit, credit, transfer.id, amount_minor, change)
+        self.transfers[transfer.id] = transfer
+        change.transfer = transfer
+        return R.OK
+
+    def _resolve_pending(self, request: TransferRequest, now_us: int, change: BalanceChange) -> TransferResult:
+        """Post (fully or in part) or void a pending transfer, at most once."""
+        pending = self.transfers.get(request.pending_id)
+        refused = _check_pending(request, pending)
+        if refused is not None:
+            return refused
+        assert pending is not None
+        if pending.expires_at_us is not None and now_us >= pending.expires_at_us:
+            self._release(pending, PendingState.EXPIRED, change)
+            return R.EXPIRED
+        debit = self.accounts[pending.debit_account_id]
+        credit = self.accounts[pending.credit_account_id]
+        posting = request.mode is TransferMode.POST_PENDING
+        amount_minor = pending.amount_minor if request.amount_minor is None else request.amount_minor
+        if posting:
+            blocked = _status_refusal(debit) or _status_refusal(credit)
+            if blocked is not None:
+                return blocked
+            if amount_minor > pending.amount_minor:
+                return R.EXCEEDS_PENDING_AMOUNT
+            if _overflows(debit.debits_posted_minor, amount_minor) or _overflows(
+                credit.credits_posted_minor, amount_minor
+            ):
+                return R.OVERFLOWS_BALANCE
+        resolution = Transfer(
+            request=request, debit_account_id=debit.id, credit_account_id=credit.id,
+            amount_minor=amount_minor if posting else pending.amount_minor, currency=pending.currency,
+            applied_at_us=now_us,
+        )
+        self._release(pending, PendingState.POSTED if posting else PendingState.VOIDED, change)
+        if posting:
+            _post(debit, credit, resolution.id, amount_minor, change)
+        self.transfers[resolution.id] = resolution
+        change.transfer = resolution
+        return R.OK
+
+    def _release(self, pending: Transfer, new_state: PendingState, change: BalanceChange) -> None:
+        """Take a pending transfer's reservation off both accounts and record how it ended."""
+        debit = self.accounts[pending.debit_account_id]
+        credit = self.accounts[pending.credit_account_id]
+        debit.debits_pending_minor -= pending.amount_minor
+        credit.credits_pending_minor -= pending.amount_minor
+        pending.pending_state = new_state
+        change.pending_resolved = pending
+
+
+def _resolving(request: TransferRequest) -> bool:
+    return request.mode in (TransferMode.POST_PENDING, TransferMode.VOID_PENDING)
+
+
+def _amount_not_positive(request: TransferRequest) -> bool:
+    if request.amount_minor is None:
+        return not _resolving(request)  # a post or void may leave it out: the full pending amount
+    return request.amount_minor <= 0
+
+
+# Checks on the request alone, in precedence order: the first that fails decides the result.
+_REQUEST_CHECKS: list[tuple[Callable[[TransferRequest], bool], TransferResult]] = [
+    (lambda r: not r.id, R.ID_MUST_NOT_BE_EMPTY),
+    (_amount_not_positive, R.AMOUNT_MUST_BE_POSITIVE),
+    (lambda r: (r.amount_minor or 0) > AMOUNT_MAX_MINOR, R.AMOUNT_EXCEEDS_MAXIMUM),
+    (lambda r: not _resolving(r) and r.debit_account_id == r.credit_account_id, R.ACCOUNTS_MUST_BE_DIFFERENT),
+    (lambda r: _resolving(r) and not r.pending_id, R.PENDING_ID_REQUIRED),
+    (lambda r: not _resolving(r) and bool(r.pending_id), R.PENDING_ID_NOT_ALLOWED),
+    (lambda r: r.pending_id == r.id, R.PENDING_ID_MUST_DIFFER),
+    (lambda r: bool(r.timeout_s) and r.mode is not TransferMode.PENDING, R.TIMEOUT_RESERVED_FOR_PENDING),
+    (lambda r: not 0 <= r.timeout_s <= PENDING_TIMEOUT_MAX_S, R.TIMEOUT_OUT_OF_RANGE),
+]
+
+
+def _validate(request: TransferRequest) -> TransferResult | None:
+    return next((result for failed, result in _REQUEST_CHECKS if failed(request)), None)
+
+
+def _status_refusal(account: Account) -> TransferResult | None:
+    if account.status is AccountStatus.CLOSED:
+        return R.ACCOUNT_CLOSED
+    if account.status is AccountStatus.FROZEN:
+        return R.ACCOUNT_FROZEN
+    return None
+
+
+def _check_accounts(request: TransferRequest, debit: Account, credit: Account) -> TransferResult | None:
+    if not (request.currency == debit.currency == credit.currency):
+        return R.CURRENCY_MISMATCH
+    return _status_refusal(debit) or _status_refusal(credit)
+
+
+def _overflows(balance_minor: int, amount_minor: int) -> bool:
+    return balance_minor + amount_minor > BALANCE_MAX_MINOR
+
+
+def _check_limits(mode: TransferMode, amount_minor: int, debit: Account, credit: Account) -> TransferResult | None:
+    """Overflow first, then the accounts' balance limits (pending reservations count as spent)."""
+    if mode is TransferMode.PENDING:
+        grows = [debit.debits_pending_minor, credit.credits_pending_minor]
+    else:
+        grows = [debit.debits_posted_minor, credit.credits_posted_minor]
+    if any(_overflows(balance, amount_minor) for balance in grows):
+        return R.OVERFLOWS_BALANCE
+    if debit.spec.flags.debits_must_not_exceed_credits:
+        committed = debit.debits_pending_minor + debit.debits_posted_minor + amount_minor
+        if committed > debit.credits_posted_minor + debit.spec.overdraft_limit_minor:
+            return R.INSUFFICIENT_FUNDS
+    if credit.spec.flags.credits_must_not_exceed_debits:
+        committed = credit.credits_pending_minor + credit.credits_posted_minor + amount_minor
+        if committed > credit.debits_posted_minor:
+            return R.EXCEEDS_DEBITS
+    return None
+
+
+_RESOLVED_PENDING: dict[PendingState, TransferResult] = {
+    PendingState.POSTED: R.ALREADY_POSTED,
+    PendingState.VOIDED: R.ALREADY_VOIDED,
+    PendingState.EXPIRED: R.EXPIRED,
+}
+
+
+def _check_pending(request: TransferRequest, pending: Transfer | None) -> TransferResult | None:
+    if pending is None:
+        return R.PENDING_NOT_FOUND
+    if pending.pending_state is None:
+        return R.PENDING_TRANSFER_NOT_PENDING
+    if pending.pending_state in _RESOLVED_PENDING:
+        return _RESOLVED_PENDING[pending.pending_state]
+    named = [
+        (request.debit_account_id, pending.debit_account_id),
+        (request.credit_account_id, pending.credit_account_id),
+        (request.currency, pending.currency),
+    ]
+    if any(given and given != actual for given, actual in named):
+        return R.ACCOUNTS_DIFFER_FROM_PENDING
+    return None
+
+
+def _post(debit: Account, credit: Account, transfer_id: str, amount_minor: int, change: BalanceChange) -> None:
+    debit.debits_posted_minor += amount_minor
+    credit.credits_posted_minor += amount_minor
+    change.entries.append(Entry(transfer_id, debit.id, EntrySide.DEBIT, amount_minor))
+    change.entries.append(Entry(transfer_id, credit.id, EntrySide.CREDIT, amount_minor))
