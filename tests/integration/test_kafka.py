@@ -16,7 +16,10 @@ WAIT_MS = 20_000
 async def _consume(bootstrap: str, topic: str, group: str, count: int) -> list[tuple[int, bytes]]:
     """Read ``count`` records as member of ``group``, commit, stop. Returns (partition, value) pairs."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()

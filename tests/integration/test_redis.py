@@ -33,8 +33,7 @@ async def test_concurrent_claims_have_exactly_one_winner(infra: Infra) -> None:
     clients = [aioredis.from_url(infra["PAYPLANE_REDIS_URL"]) for _ in range(20)]
     key = f"smoke:race:{uuid.uuid4().hex}"
     try:
-        results = await asyncio.gather(*(c.set(key, f"owner-{i}", nx=True, px=5000)
-                                         for i, c in enumerate(clients)))
+        results = await asyncio.gather(*(c.set(key, f"owner-{i}", nx=True, px=5000) for i, c in enumerate(clients)))
         assert sum(1 for r in results if r) == 1
     finally:
         await clients[0].delete(key)

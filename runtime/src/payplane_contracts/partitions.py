@@ -38,9 +38,7 @@ def jump_hash(key: int, bucket_count: int) -> int:
 def ledger_partition_for_account(account_id: str, partition_count: int) -> int:
     """The ledger partition (0-based) that owns ``account_id`` when the rail has ``partition_count``."""
     if not 1 <= partition_count <= PARTITION_COUNT_MAX:
-        raise PartitionCountError(
-            f"partition_count must be within 1..{PARTITION_COUNT_MAX}, got {partition_count}"
-        )
+        raise PartitionCountError(f"partition_count must be within 1..{PARTITION_COUNT_MAX}, got {partition_count}")
     if not account_id:
         raise ValueError("account_id must not be empty")
     return jump_hash(account_key(account_id), partition_count)

@@ -62,8 +62,13 @@ def _free_port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> InfraSettings:
-    return InfraSettings(cache_dir=tmp_path / "cache", state_dir=tmp_path / "state", ports=Ports(30000),
-                         trust_domain="test.local", svid_ttl_s=60)
+    return InfraSettings(
+        cache_dir=tmp_path / "cache",
+        state_dir=tmp_path / "state",
+        ports=Ports(30000),
+        trust_domain="test.local",
+        svid_ttl_s=60,
+    )
 
 
 def test_up_starts_then_reuses_then_down_stops(settings: InfraSettings) -> None:

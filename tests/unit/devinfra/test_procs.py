@@ -12,8 +12,9 @@ def _sleeper(tmp_path: Path, name: str = "sleeper", *, ignore_term: bool = False
     if ignore_term:
         code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     code += "print('ready', flush=True)\ntime.sleep(60)\n"
-    return ManagedProcess(name=name, argv=[sys.executable, "-c", code], run_dir=tmp_path / "run",
-                          log_dir=tmp_path / "logs")
+    return ManagedProcess(
+        name=name, argv=[sys.executable, "-c", code], run_dir=tmp_path / "run", log_dir=tmp_path / "logs"
+    )
 
 
 def test_start_records_pid_and_stop_ends_it(tmp_path: Path) -> None:
@@ -49,8 +50,12 @@ def test_a_recycled_pid_is_not_ours(tmp_path: Path) -> None:
 
 
 def test_log_tail_has_the_process_output(tmp_path: Path) -> None:
-    proc = ManagedProcess(name="echo", argv=[sys.executable, "-c", "print('hello from child')"],
-                          run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    proc = ManagedProcess(
+        name="echo",
+        argv=[sys.executable, "-c", "print('hello from child')"],
+        run_dir=tmp_path / "run",
+        log_dir=tmp_path / "logs",
+    )
     proc.start()
     for _ in range(100):
         if "hello from child" in proc.log_tail():

@@ -59,14 +59,26 @@ class LedgerMachine(RuleBasedStateMachine):
         self.requests.append(request)
         return result
 
-    @rule(debit=account_ids, credit=account_ids, amount=amounts, pending=st.booleans(),
-          timeout_s=st.sampled_from([0, 0, 5, 60]), currency=st.sampled_from(["EUR", "EUR", "JPY"]))
+    @rule(
+        debit=account_ids,
+        credit=account_ids,
+        amount=amounts,
+        pending=st.booleans(),
+        timeout_s=st.sampled_from([0, 0, 5, 60]),
+        currency=st.sampled_from(["EUR", "EUR", "JPY"]),
+    )
     def transfer(self, debit: str, credit: str, amount: int, pending: bool, timeout_s: int, currency: str) -> None:
-        self._submit(TransferRequest(
-            id=self._next_id(), mode=TransferMode.PENDING if pending else TransferMode.POSTED,
-            debit_account_id=debit, credit_account_id=credit, amount_minor=amount, currency=currency,
-            timeout_s=timeout_s if pending else 0,
-        ))
+        self._submit(
+            TransferRequest(
+                id=self._next_id(),
+                mode=TransferMode.PENDING if pending else TransferMode.POSTED,
+                debit_account_id=debit,
+                credit_account_id=credit,
+                amount_minor=amount,
+                currency=currency,
+                timeout_s=timeout_s if pending else 0,
+            )
+        )
 
     @rule(data=st.data(), post=st.booleans(), partial=st.integers(min_value=1, max_value=1_500))
     def resolve(self, data: st.DataObject, post: bool, partial: int | None) -> None:
@@ -75,10 +87,14 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         hold = data.draw(st.sampled_from(holds))
         amount = data.draw(st.sampled_from([None, partial]))
-        self._submit(TransferRequest(
-            id=self._next_id(), mode=TransferMode.POST_PENDING if post else TransferMode.VOID_PENDING,
-            pending_id=hold.id, amount_minor=amount if post else None,
-        ))
+        self._submit(
+            TransferRequest(
+                id=self._next_id(),
+                mode=TransferMode.POST_PENDING if post else TransferMode.VOID_PENDING,
+                pending_id=hold.id,
+                amount_minor=amount if post else None,
+            )
+        )
 
     @rule(data=st.data())
     def retry_something(self, data: st.DataObject) -> None:
@@ -119,8 +135,10 @@ class LedgerMachine(RuleBasedStateMachine):
             assert min(account.balances()) >= 0
             flags = account.spec.flags
             if flags.debits_must_not_exceed_credits:
-                assert (account.debits_pending_minor + account.debits_posted_minor
-                        <= account.credits_posted_minor + account.spec.overdraft_limit_minor)
+                assert (
+                    account.debits_pending_minor + account.debits_posted_minor
+                    <= account.credits_posted_minor + account.spec.overdraft_limit_minor
+                )
             if flags.credits_must_not_exceed_debits:
                 assert account.credits_pending_minor + account.credits_posted_minor <= account.debits_posted_minor
 

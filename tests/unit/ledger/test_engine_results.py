@@ -36,35 +36,45 @@ def _ledger() -> Ledger:
 
 
 def _move(tid: str, debit: str, credit: str, amount: int | None, mode: M = M.POSTED, **kw: object) -> TransferRequest:
-    return TransferRequest(id=tid, mode=mode, debit_account_id=debit, credit_account_id=credit,
-                           amount_minor=amount, currency=str(kw.pop("currency", "EUR")), **kw)  # type: ignore[arg-type]
+    return TransferRequest(
+        id=tid,
+        mode=mode,
+        debit_account_id=debit,
+        credit_account_id=credit,
+        amount_minor=amount,
+        currency=str(kw.pop("currency", "EUR")),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _resolve(tid: str, pending_id: str, mode: M, amount: int | None = None) -> TransferRequest:
     return TransferRequest(id=tid, mode=mode, pending_id=pending_id, amount_minor=amount)
 
 
-@pytest.mark.parametrize(("request_", "expected"), [
-    (_move("", "alice", "bob", 1), R.ID_MUST_NOT_BE_EMPTY),
-    (_move("t", "alice", "bob", 0), R.AMOUNT_MUST_BE_POSITIVE),
-    (_move("t", "alice", "bob", -5), R.AMOUNT_MUST_BE_POSITIVE),
-    (_move("t", "alice", "bob", None), R.AMOUNT_MUST_BE_POSITIVE),
-    (_move("t", "alice", "bob", AMOUNT_MAX_MINOR + 1), R.AMOUNT_EXCEEDS_MAXIMUM),
-    (_move("t", "alice", "alice", 1), R.ACCOUNTS_MUST_BE_DIFFERENT),
-    (_resolve("t", "", M.POST_PENDING), R.PENDING_ID_REQUIRED),
-    (_move("t", "alice", "bob", 1, pending_id="p"), R.PENDING_ID_NOT_ALLOWED),
-    (_resolve("t", "t", M.VOID_PENDING), R.PENDING_ID_MUST_DIFFER),
-    (_move("t", "alice", "bob", 1, timeout_s=5), R.TIMEOUT_RESERVED_FOR_PENDING),
-    (_move("t", "alice", "bob", 1, M.PENDING, timeout_s=-1), R.TIMEOUT_OUT_OF_RANGE),
-    (_move("t", "nobody", "bob", 1), R.DEBIT_ACCOUNT_NOT_FOUND),
-    (_move("t", "alice", "nobody", 1), R.CREDIT_ACCOUNT_NOT_FOUND),
-    (_move("t", "alice", "yen", 1), R.CURRENCY_MISMATCH),
-    (_move("t", "alice", "bob", 1, currency="USD"), R.CURRENCY_MISMATCH),
-    (_move("t", "alice", "bob", 1001), R.INSUFFICIENT_FUNDS),
-    (_move("t", "alice", "loan", 1), R.EXCEEDS_DEBITS),
-    (_resolve("t", "missing", M.POST_PENDING), R.PENDING_NOT_FOUND),
-    (_resolve("t", "fund-alice", M.POST_PENDING), R.PENDING_TRANSFER_NOT_PENDING),
-])
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        (_move("", "alice", "bob", 1), R.ID_MUST_NOT_BE_EMPTY),
+        (_move("t", "alice", "bob", 0), R.AMOUNT_MUST_BE_POSITIVE),
+        (_move("t", "alice", "bob", -5), R.AMOUNT_MUST_BE_POSITIVE),
+        (_move("t", "alice", "bob", None), R.AMOUNT_MUST_BE_POSITIVE),
+        (_move("t", "alice", "bob", AMOUNT_MAX_MINOR + 1), R.AMOUNT_EXCEEDS_MAXIMUM),
+        (_move("t", "alice", "alice", 1), R.ACCOUNTS_MUST_BE_DIFFERENT),
+        (_resolve("t", "", M.POST_PENDING), R.PENDING_ID_REQUIRED),
+        (_move("t", "alice", "bob", 1, pending_id="p"), R.PENDING_ID_NOT_ALLOWED),
+        (_resolve("t", "t", M.VOID_PENDING), R.PENDING_ID_MUST_DIFFER),
+        (_move("t", "alice", "bob", 1, timeout_s=5), R.TIMEOUT_RESERVED_FOR_PENDING),
+        (_move("t", "alice", "bob", 1, M.PENDING, timeout_s=-1), R.TIMEOUT_OUT_OF_RANGE),
+        (_move("t", "nobody", "bob", 1), R.DEBIT_ACCOUNT_NOT_FOUND),
+        (_move("t", "alice", "nobody", 1), R.CREDIT_ACCOUNT_NOT_FOUND),
+        (_move("t", "alice", "yen", 1), R.CURRENCY_MISMATCH),
+        (_move("t", "alice", "bob", 1, currency="USD"), R.CURRENCY_MISMATCH),
+        (_move("t", "alice", "bob", 1001), R.INSUFFICIENT_FUNDS),
+        (_move("t", "alice", "loan", 1), R.EXCEEDS_DEBITS),
+        (_resolve("t", "missing", M.POST_PENDING), R.PENDING_NOT_FOUND),
+        (_resolve("t", "fund-alice", M.POST_PENDING), R.PENDING_TRANSFER_NOT_PENDING),
+    ],
+)
 def test_each_refusal(request_: TransferRequest, expected: TransferResult) -> None:
     ledger = _ledger()
     before = {a.id: a.balances() for a in ledger.accounts.values()}
@@ -137,7 +147,9 @@ def test_pending_then_partial_post_releases_the_rest() -> None:
     result, change = ledger.apply(_resolve("cap-2", "hold", M.POST_PENDING, 250), 2)
     assert result is R.OK
     assert [(e.account_id, e.side, e.amount_minor) for e in change.entries] == [
-        ("alice", "debit", 250), ("bob", "credit", 250)]
+        ("alice", "debit", 250),
+        ("bob", "credit", 250),
+    ]
     assert alice.debits_pending_minor == 0
     assert alice.posted_balance_minor == 750
     assert ledger.transfers["hold"].pending_state is PendingState.POSTED
@@ -189,5 +201,6 @@ def test_account_creation_is_idempotent_and_validated() -> None:
     both = AccountFlags(debits_must_not_exceed_credits=True, credits_must_not_exceed_debits=True)
     assert ledger.create_account(AccountSpec("b", "EUR", "o", both), 0) is AccountResult.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     assert ledger.create_account(AccountSpec("c", "EUR", "o", overdraft_limit_minor=-1), 0) is (
-        AccountResult.OVERDRAFT_LIMIT_MUST_NOT_BE_NEGATIVE)
+        AccountResult.OVERDRAFT_LIMIT_MUST_NOT_BE_NEGATIVE
+    )
     assert ledger.create_account(AccountSpec("", "EUR", "o"), 0) is AccountResult.ID_MUST_NOT_BE_EMPTY

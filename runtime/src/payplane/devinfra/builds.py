@@ -52,8 +52,16 @@ def run_logged(
         log.flush()
         try:
             result = subprocess.run(
-                list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=log,
-                text=True, timeout=timeout_s, check=False, user=user, group=user,
+                list(argv),
+                env=full_env,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+                user=user,
+                group=user,
             )
         except subprocess.TimeoutExpired as exc:
             raise BuildFailedError(f"{what} (timed out after {timeout_s:.0f} s)", str(log_path)) from exc
@@ -72,9 +80,7 @@ def stamp_done(stamp: Path) -> None:
     stamp.write_text("ok\n")
 
 
-def fetch_maven_runtime_classpath(
-    *, coordinates: Sequence[tuple[str, str, str]], dest: Path, log_path: Path
-) -> None:
+def fetch_maven_runtime_classpath(*, coordinates: Sequence[tuple[str, str, str]], dest: Path, log_path: Path) -> None:
     """Copy the runtime dependency closure of ``coordinates`` (group, artifact, version) into ``dest``."""
     stamp = dest / ".complete"
     if is_stamped(stamp):
@@ -94,9 +100,17 @@ def fetch_maven_runtime_classpath(
     work.mkdir(parents=True, exist_ok=True)
     (work / "pom.xml").write_text(pom)
     run_logged(
-        ["mvn", "-B", "-q", "-f", str(work / "pom.xml"),
-         "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
-         "-DincludeScope=runtime", f"-DoutputDirectory={dest}"],
-        what=f"jar download into {dest}", log_path=log_path,
+        [
+            "mvn",
+            "-B",
+            "-q",
+            "-f",
+            str(work / "pom.xml"),
+            "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={dest}",
+        ],
+        what=f"jar download into {dest}",
+        log_path=log_path,
     )
     stamp_done(stamp)

@@ -10,9 +10,7 @@ from payplane.devinfra.settings import InfraSettings, load_settings
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    infra = subparsers.add_parser(
-        "infra", help="real PostgreSQL, Redis, Kafka, SPIRE and Kubernetes API on loopback"
-    )
+    infra = subparsers.add_parser("infra", help="real PostgreSQL, Redis, Kafka, SPIRE and Kubernetes API on loopback")
     verbs = infra.add_subparsers(dest="verb", required=True)
     for verb, text in [
         ("up", "build (cached) and start every component, wait until healthy, write the endpoints file"),

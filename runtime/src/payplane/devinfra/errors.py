@@ -23,8 +23,7 @@ class BuildFailedError(InfraError):
 class NotHealthyError(InfraError):
     def __init__(self, component: str, timeout_s: float, log_path: str, log_tail: str) -> None:
         super().__init__(
-            f"{component} did not become healthy within {timeout_s:.0f} s; log {log_path}, last lines:\n"
-            f"{log_tail}"
+            f"{component} did not become healthy within {timeout_s:.0f} s; log {log_path}, last lines:\n{log_tail}"
         )
 
 

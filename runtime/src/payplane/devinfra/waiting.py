@@ -28,8 +28,7 @@ def wait_healthy(
         if _probe(check):
             return
         if not process.is_running():
-            raise NotHealthyError(f"{component} (process exited)", timeout_s, str(process.log_file),
-                                  process.log_tail())
+            raise NotHealthyError(f"{component} (process exited)", timeout_s, str(process.log_file), process.log_tail())
         if time.monotonic() > deadline:
             raise NotHealthyError(component, timeout_s, str(process.log_file), process.log_tail())
         time.sleep(poll_s)

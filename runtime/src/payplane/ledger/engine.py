@@ -72,6 +72,7 @@ class Ledger:
             result = self._move(request, now_us, change)
         if not result.succeeded:
             self.rejections[request.id] = (request, result)
+            change.rejection = (request, result)
         return result, change
 
     def expire(self, pending_id: str, now_us: int) -> BalanceChange | None:
@@ -109,8 +110,12 @@ class Ledger:
         if refused is not None:
             return refused
         transfer = Transfer(
-            request=request, debit_account_id=debit.id, credit_account_id=credit.id,
-            amount_minor=amount_minor, currency=request.currency, applied_at_us=now_us,
+            request=request,
+            debit_account_id=debit.id,
+            credit_account_id=credit.id,
+            amount_minor=amount_minor,
+            currency=request.currency,
+            applied_at_us=now_us,
         )
         if request.mode is TransferMode.PENDING:
             transfer.pending_state = PendingState.PENDING
@@ -149,8 +154,11 @@ class Ledger:
             ):
                 return R.OVERFLOWS_BALANCE
         resolution = Transfer(
-            request=request, debit_account_id=debit.id, credit_account_id=credit.id,
-            amount_minor=amount_minor if posting else pending.amount_minor, currency=pending.currency,
+            request=request,
+            debit_account_id=debit.id,
+            credit_account_id=credit.id,
+            amount_minor=amount_minor if posting else pending.amount_minor,
+            currency=pending.currency,
             applied_at_us=now_us,
         )
         self._release(pending, PendingState.POSTED if posting else PendingState.VOIDED, change)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
+from payplane.ledger.results import TransferResult
+
 # Bounds chosen so every balance fits PostgreSQL's bigint with room for a year of a busy rail.
 AMOUNT_MAX_MINOR: Final = 10**15  # 10 trillion in a 2-decimal currency, per transfer
 BALANCE_MAX_MINOR: Final = 2**63 - 1  # PostgreSQL bigint
@@ -65,8 +67,12 @@ class Account:
         return self.credits_posted_minor - self.debits_posted_minor
 
     def balances(self) -> tuple[int, int, int, int]:
-        return (self.debits_pending_minor, self.debits_posted_minor,
-                self.credits_pending_minor, self.credits_posted_minor)
+        return (
+            self.debits_pending_minor,
+            self.debits_posted_minor,
+            self.credits_pending_minor,
+            self.credits_posted_minor,
+        )
 
 
 class TransferMode(StrEnum):
@@ -158,3 +164,4 @@ class BalanceChange:
     transfer: Transfer | None = None  # the new transfer row, when one was created
     entries: list[Entry] = field(default_factory=list)
     pending_resolved: Transfer | None = None  # the pending transfer this post/void/expiry resolved
+    rejection: tuple[TransferRequest, TransferResult] | None = None  # a refusal remembered just now

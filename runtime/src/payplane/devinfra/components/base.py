@@ -30,7 +30,10 @@ class Component(abc.ABC):
 
     def process(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
         return ManagedProcess(
-            name=name, argv=argv, run_dir=self.settings.run_dir, log_dir=self.settings.log_dir,
+            name=name,
+            argv=argv,
+            run_dir=self.settings.run_dir,
+            log_dir=self.settings.log_dir,
             env=env or {},
         )
 

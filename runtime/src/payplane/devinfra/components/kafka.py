@@ -79,8 +79,13 @@ class Kafka(Component):
 
     def _java_argv(self, main_class: str, *args: str) -> list[str]:
         return [
-            _java(), *JVM_OPTS, f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp", f"{self.libs_dir}/*", main_class, *args,
+            _java(),
+            *JVM_OPTS,
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs_dir}/*",
+            main_class,
+            *args,
         ]
 
     def processes(self) -> list[ManagedProcess]:
@@ -90,29 +95,33 @@ class Kafka(Component):
         ports = self.settings.ports
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-        (self.home / "server.properties").write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{ports.kafka_controller}",
-            f"listeners=PLAINTEXT://127.0.0.1:{ports.kafka},CONTROLLER://127.0.0.1:{ports.kafka_controller}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={self.home / 'data'}",
-            "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            "delete.topic.enable=true",
-            "",
-        ]))
+        (self.home / "server.properties").write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{ports.kafka_controller}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{ports.kafka},CONTROLLER://127.0.0.1:{ports.kafka_controller}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports.kafka}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                    f"log.dirs={self.home / 'data'}",
+                    "num.partitions=1",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=4",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=4",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "delete.topic.enable=true",
+                    "",
+                ]
+            )
+        )
 
     def _format_storage(self) -> None:
         if (self.home / "data" / "meta.properties").exists():
@@ -121,9 +130,11 @@ class Kafka(Component):
         while cluster_id.startswith("-"):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         run_logged(
-            self._java_argv("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                            "-c", str(self.home / "server.properties")),
-            what="kafka storage format", log_path=self.build_log,
+            self._java_argv(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.home / "server.properties")
+            ),
+            what="kafka storage format",
+            log_path=self.build_log,
         )
 
     def healthy(self) -> bool:

@@ -52,14 +52,32 @@ class Postgres(Component):
         return [self.settings.ports.postgres]
 
     def processes(self) -> list[ManagedProcess]:
-        proc = self.process("postgres", [
-            str(_bin_dir() / "postgres"), "-D", str(self.data_dir),
-            "-c", "listen_addresses=127.0.0.1", "-c", f"port={self.settings.ports.postgres}",
-            "-c", f"unix_socket_directories={self.socket_dir}",
-            "-c", "max_connections=300", "-c", "shared_buffers=512MB",
-            "-c", "wal_level=logical", "-c", "max_prepared_transactions=64",
-            "-c", "logging_collector=off", "-c", "log_min_messages=warning",
-        ])
+        proc = self.process(
+            "postgres",
+            [
+                str(_bin_dir() / "postgres"),
+                "-D",
+                str(self.data_dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"port={self.settings.ports.postgres}",
+                "-c",
+                f"unix_socket_directories={self.socket_dir}",
+                "-c",
+                "max_connections=300",
+                "-c",
+                "shared_buffers=512MB",
+                "-c",
+                "wal_level=logical",
+                "-c",
+                "max_prepared_transactions=64",
+                "-c",
+                "logging_collector=off",
+                "-c",
+                "log_min_messages=warning",
+            ],
+        )
         proc.user = self._cluster_owner
         return [proc]
 
@@ -78,16 +96,43 @@ class Postgres(Component):
             return
         self._prepare_dirs()
         run_logged(
-            [str(_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-             "--encoding=UTF8", "--locale=C.UTF-8"],
-            what="initdb", log_path=self.build_log, user=self._cluster_owner, cwd=Path("/"),
+            [
+                str(_bin_dir() / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+            what="initdb",
+            log_path=self.build_log,
+            user=self._cluster_owner,
+            cwd=Path("/"),
         )
 
     def _psql(self, sql: str, database: str = "postgres") -> str:
         result = subprocess.run(
-            ["psql", "-X", "-qAt", "-h", "127.0.0.1", "-p", str(self.settings.ports.postgres),
-             "-U", SUPERUSER, "-d", database, "-c", sql],
-            capture_output=True, text=True, timeout=10, check=True,
+            [
+                "psql",
+                "-X",
+                "-qAt",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.settings.ports.postgres),
+                "-U",
+                SUPERUSER,
+                "-d",
+                database,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         )
         return result.stdout.strip()
 

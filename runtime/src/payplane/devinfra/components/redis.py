@@ -37,11 +37,32 @@ class Redis(Component):
 
     def processes(self) -> list[ManagedProcess]:
         data_dir = self.settings.state_dir / "redis"
-        return [self.process("redis", [
-            _redis_server(), "--bind", "127.0.0.1", "--port", str(self.settings.ports.redis),
-            "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning",
-        ])]
+        return [
+            self.process(
+                "redis",
+                [
+                    _redis_server(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.settings.ports.redis),
+                    "--dir",
+                    str(data_dir),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--save",
+                    "",
+                    "--protected-mode",
+                    "yes",
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                ],
+            )
+        ]
 
     def healthy(self) -> bool:
         return ping(self.settings.ports.redis)

@@ -1,0 +1,283 @@
+"""The ledger shard's PostgreSQL store: load what a batch touches, persist what it changed.
+
+Set-based: a batch is loaded by three queries and persisted by a handful of statements over arrays
+(``unnest``), in one transaction that also checks the writer's epoch (fencing) and records the
+consumed Kafka offsets. Account rows are locked in id order before they are written, so concurrent
+batches can never deadlock.
+"""
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from payplane.ledger.codec import request_from_dict, request_to_dict
+from payplane.ledger.engine import Ledger
+from payplane.ledger.model import (
+    Account,
+    AccountFlags,
+    AccountSpec,
+    AccountStatus,
+    BalanceChange,
+    Entry,
+    PendingState,
+    Transfer,
+    TransferRequest,
+)
+from payplane.ledger.results import TransferResult
+
+MIGRATIONS_PACKAGE = "payplane.ledger.migrations"
+
+
+class FencedError(Exception):
+    """Another writer took over the partition (its epoch is newer); this writer must stop."""
+
+    def __init__(self, partition: int, my_epoch: int, current_epoch: int | None) -> None:
+        super().__init__(
+            f"partition {partition}: writer epoch {my_epoch} is stale (current {current_epoch}); not committing"
+        )
+
+
+@dataclass
+class BatchOutcome:
+    """Everything one batch changed, gathered for a single persisting transaction."""
+
+    partition: int
+    epoch: int
+    now_us: int
+    new_accounts: list[Account] = field(default_factory=list)
+    changes: list[BalanceChange] = field(default_factory=list)  # every change, refusals included
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, kafka partition) -> next
+    outbox: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # topic, key, payload
+
+
+# -- loading -------------------------------------------------------------------------------------
+async def load_ledger(conn: asyncpg.Connection, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> Ledger:
+    """A Ledger holding exactly the accounts, transfers and rejections a batch may consult."""
+    ledger = Ledger()
+    account_rows = await conn.fetch("select * from accounts where id = any($1::text[])", sorted(set(account_ids)))
+    for row in account_rows:
+        ledger.accounts[row["id"]] = _account_from_row(row)
+    ids = sorted(set(transfer_ids))
+    for row in await conn.fetch("select * from transfers where id = any($1::text[])", ids):
+        ledger.transfers[row["id"]] = _transfer_from_row(row)
+    for row in await conn.fetch("select id, result, request from rejections where id = any($1::text[])", ids):
+        ledger.rejections[row["id"]] = (request_from_dict(json.loads(row["request"])), TransferResult(row["result"]))
+    return ledger
+
+
+def _account_from_row(row: asyncpg.Record) -> Account:
+    spec = AccountSpec(
+        id=row["id"],
+        currency=row["currency"],
+        owner=row["owner"],
+        flags=AccountFlags(
+            debits_must_not_exceed_credits=row["debits_must_not_exceed_credits"],
+            credits_must_not_exceed_debits=row["credits_must_not_exceed_debits"],
+            internal=row["internal"],
+        ),
+        overdraft_limit_minor=row["overdraft_limit_minor"],
+    )
+    return Account(
+        spec=spec,
+        status=AccountStatus(row["status"]),
+        debits_pending_minor=row["debits_pending_minor"],
+        debits_posted_minor=row["debits_posted_minor"],
+        credits_pending_minor=row["credits_pending_minor"],
+        credits_posted_minor=row["credits_posted_minor"],
+        created_at_us=row["created_at_us"],
+    )
+
+
+def _transfer_from_row(row: asyncpg.Record) -> Transfer:
+    state = row["pending_state"]
+    return Transfer(
+        request=request_from_dict(json.loads(row["request"])),
+        debit_account_id=row["debit_account_id"],
+        credit_account_id=row["credit_account_id"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        applied_at_us=row["applied_at_us"],
+        expires_at_us=row["expires_at_us"],
+        pending_state=PendingState(state) if state else None,
+    )
+
+
+# -- persisting ----------------------------------------------------------------------------------
+async def persist(
+    conn: asyncpg.Connection, outcome: BatchOutcome, ledger: Ledger, partition_of: dict[str, int]
+) -> None:
+    """Write one batch in one transaction, or nothing at all (and raise) if this writer is fenced."""
+    async with conn.transaction():
+        await _check_epoch(conn, outcome.partition, outcome.epoch)
+        await _insert_accounts(conn, outcome.new_accounts, partition_of)
+        touched = sorted(
+            {e.account_id for c in outcome.changes for e in c.entries}
+            | {t.debit_account_id for c in outcome.changes for t in _transfers_of(c)}
+            | {t.credit_account_id for c in outcome.changes for t in _transfers_of(c)}
+        )
+        await _write_balances(conn, [ledger.accounts[a] for a in touched])
+        await _insert_transfers(conn, [c.transfer for c in outcome.changes if c.transfer is not None], partition_of)
+        await _update_pending_states(conn, [c.pending_resolved for c in outcome.changes if c.pending_resolved])
+        await _insert_entries(conn, [e for c in outcome.changes for e in c.entries], partition_of)
+        rejections = [c.rejection for c in outcome.changes if c.rejection is not None]
+        await _insert_rejections(conn, outcome.partition, rejections, outcome.now_us)
+        await _insert_outbox(conn, outcome.partition, outcome.outbox)
+        await _store_offsets(conn, outcome.offsets)
+
+
+def _transfers_of(change: BalanceChange) -> list[Transfer]:
+    return [t for t in (change.transfer, change.pending_resolved) if t is not None]
+
+
+async def _check_epoch(conn: asyncpg.Connection, partition: int, epoch: int) -> None:
+    current = await conn.fetchval(
+        "select writer_epoch from ledger_partitions where partition = $1 for share", partition
+    )
+    if current != epoch:
+        raise FencedError(partition, epoch, current)
+
+
+async def _insert_accounts(conn: asyncpg.Connection, accounts: Sequence[Account], partition_of: dict[str, int]) -> None:
+    if not accounts:
+        return
+    await conn.execute(
+        """insert into accounts (id, partition, currency, owner, status, debits_must_not_exceed_credits,
+               credits_must_not_exceed_debits, internal, overdraft_limit_minor, created_at_us)
+           select * from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bool[],
+                                $7::bool[], $8::bool[], $9::bigint[], $10::bigint[])""",
+        [a.id for a in accounts],
+        [partition_of[a.id] for a in accounts],
+        [a.currency for a in accounts],
+        [a.spec.owner for a in accounts],
+        [a.status.value for a in accounts],
+        [a.spec.flags.debits_must_not_exceed_credits for a in accounts],
+        [a.spec.flags.credits_must_not_exceed_debits for a in accounts],
+        [a.spec.flags.internal for a in accounts],
+        [a.spec.overdraft_limit_minor for a in accounts],
+        [a.created_at_us for a in accounts],
+    )
+
+
+async def _write_balances(conn: asyncpg.Connection, accounts: Sequence[Account]) -> None:
+    """Lock the rows in id order, then write the engine's balances in one statement."""
+    if not accounts:
+        return
+    ids = [a.id for a in accounts]  # already sorted by the caller
+    await conn.execute("select 1 from accounts where id = any($1::text[]) order by id for update", ids)
+    await conn.execute(
+        """update accounts a set debits_pending_minor = v.dpe, debits_posted_minor = v.dpo,
+                                 credits_pending_minor = v.cpe, credits_posted_minor = v.cpo
+           from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                as v(id, dpe, dpo, cpe, cpo)
+           where a.id = v.id""",
+        ids,
+        [a.debits_pending_minor for a in accounts],
+        [a.debits_posted_minor for a in accounts],
+        [a.credits_pending_minor for a in accounts],
+        [a.credits_posted_minor for a in accounts],
+    )
+
+
+async def _insert_transfers(
+    conn: asyncpg.Connection, transfers: Sequence[Transfer], partition_of: dict[str, int]
+) -> None:
+    if not transfers:
+        return
+    await conn.execute(
+        """insert into transfers (id, partition, mode, kind, debit_account_id, credit_account_id, amount_minor,
+               currency, pending_id, timeout_s, expires_at_us, pending_state, request, payment_ref, applied_at_us)
+           select * from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[], $12::text[],
+                                $13::jsonb[], $14::text[], $15::bigint[])""",
+        [t.id for t in transfers],
+        [partition_of[t.debit_account_id] for t in transfers],
+        [t.request.mode.value for t in transfers],
+        [t.request.kind.value for t in transfers],
+        [t.debit_account_id for t in transfers],
+        [t.credit_account_id for t in transfers],
+        [t.amount_minor for t in transfers],
+        [t.currency for t in transfers],
+        [t.request.pending_id or None for t in transfers],
+        [t.request.timeout_s for t in transfers],
+        [t.expires_at_us for t in transfers],
+        [t.pending_state.value if t.pending_state else None for t in transfers],
+        [json.dumps(request_to_dict(t.request)) for t in transfers],
+        [t.request.payment_ref for t in transfers],
+        [t.applied_at_us for t in transfers],
+    )
+
+
+async def _update_pending_states(conn: asyncpg.Connection, resolved: Sequence[Transfer]) -> None:
+    if not resolved:
+        return
+    await conn.execute(
+        """update transfers t set pending_state = v.state
+           from unnest($1::text[], $2::text[]) as v(id, state) where t.id = v.id""",
+        [t.id for t in resolved],
+        [t.pending_state.value if t.pending_state else None for t in resolved],
+    )
+
+
+async def _insert_entries(conn: asyncpg.Connection, entries: Sequence[Entry], partition_of: dict[str, int]) -> None:
+    if not entries:
+        return
+    await conn.execute(
+        """insert into entries (transfer_id, account_id, side, amount_minor, partition)
+           select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[])""",
+        [e.transfer_id for e in entries],
+        [e.account_id for e in entries],
+        [e.side.value for e in entries],
+        [e.amount_minor for e in entries],
+        [partition_of[e.account_id] for e in entries],
+    )
+
+
+async def _insert_rejections(
+    conn: asyncpg.Connection,
+    partition: int,
+    rejections: Sequence[tuple[TransferRequest, TransferResult]],
+    now_us: int,
+) -> None:
+    if not rejections:
+        return
+    await conn.execute(
+        """insert into rejections (id, partition, result, request, rejected_at_us)
+           select v.id, $2, v.result, v.request, $3
+           from unnest($1::text[], $4::text[], $5::jsonb[]) as v(id, result, request)""",
+        [r.id for r, _ in rejections],
+        partition,
+        now_us,
+        [res.value for _, res in rejections],
+        [json.dumps(request_to_dict(r)) for r, _ in rejections],
+    )
+
+
+async def _insert_outbox(
+    conn: asyncpg.Connection, partition: int, messages: Sequence[tuple[str, bytes | None, bytes]]
+) -> None:
+    if not messages:
+        return
+    await conn.execute(
+        """insert into outbox (partition, topic, message_key, payload)
+           select $1, v.topic, v.k, v.p from unnest($2::text[], $3::bytea[], $4::bytea[]) as v(topic, k, p)""",
+        partition,
+        [m[0] for m in messages],
+        [m[1] for m in messages],
+        [m[2] for m in messages],
+    )
+
+
+async def _store_offsets(conn: asyncpg.Connection, offsets: dict[tuple[str, int], int]) -> None:
+    if not offsets:
+        return
+    keys = sorted(offsets)
+    await conn.execute(
+        """insert into consumed_offsets (topic, kafka_partition, next_offset)
+           select * from unnest($1::text[], $2::int[], $3::bigint[])
+           on conflict (topic, kafka_partition) do update set next_offset = excluded.next_offset""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [offsets[k] for k in keys],
+    )

@@ -1,0 +1,1 @@
+"""The ledger shard database's schema, as numbered forward-only SQL migrations."""

@@ -1,0 +1,39 @@
+"""A fresh, migrated ledger shard database per test, on the real local PostgreSQL."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
+from payplane.adapters.postgres_migrations import migrate
+from tests.integration.conftest import Infra
+
+
+def _dsn_for(base_dsn: str, database: str) -> str:
+    return base_dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+async def shard_dsn(infra: Infra) -> AsyncIterator[str]:
+    base = infra["PAYPLANE_POSTGRES_DSN"]
+    name = f"ledger_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(base)
+    await admin.execute(f'create database "{name}"')
+    dsn = _dsn_for(base, name)
+    try:
+        yield dsn
+    finally:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()
+
+
+@pytest.fixture
+async def shard(shard_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(shard_dsn)
+    await migrate(conn, MIGRATIONS_PACKAGE)
+    try:
+        yield conn
+    finally:
+        await conn.close()
