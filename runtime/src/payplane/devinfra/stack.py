@@ -2,6 +2,7 @@
 
 from payplane.devinfra.components.base import Component, ComponentStatus
 from payplane.devinfra.components.kafka import Kafka
+from payplane.devinfra.components.kube import Kubernetes
 from payplane.devinfra.components.postgres import Postgres
 from payplane.devinfra.components.redis import Redis
 from payplane.devinfra.endpoints import read_endpoints, write_endpoints
@@ -10,7 +11,7 @@ from payplane.devinfra.progress import say
 from payplane.devinfra.settings import InfraSettings
 
 # Start order; ``down`` goes in reverse.
-COMPONENT_TYPES: list[type[Component]] = [Postgres, Redis, Kafka]
+COMPONENT_TYPES: list[type[Component]] = [Postgres, Redis, Kafka, Kubernetes]
 
 
 def components(settings: InfraSettings, only: list[str] | None = None) -> list[Component]:
