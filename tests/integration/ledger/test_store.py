@@ -33,11 +33,6 @@ async def _run_batch(
     ids = [r.id for r in requests] + [r.pending_id for r in requests if r.pending_id]
     accounts = [a for r in requests for a in (r.debit_account_id, r.credit_account_id) if a]
     ledger = await load_ledger(conn, accounts, ids)
-    pending_ids = [r.pending_id for r in requests if r.pending_id]
-    pendings = [ledger.transfers[p] for p in pending_ids if p in ledger.transfers]
-    if pendings:
-        more = await load_ledger(conn, [a for t in pendings for a in (t.debit_account_id, t.credit_account_id)], [])
-        ledger.accounts.update({k: v for k, v in more.accounts.items() if k not in ledger.accounts})
     outcome = BatchOutcome(partition=PARTITION, epoch=epoch, now_us=now_us, offsets={("commands", PARTITION): offset})
     results = []
     for request in requests:

@@ -54,14 +54,18 @@ class BatchOutcome:
 
 # -- loading -------------------------------------------------------------------------------------
 async def load_ledger(conn: asyncpg.Connection, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> Ledger:
-    """A Ledger holding exactly the accounts, transfers and rejections a batch may consult."""
+    """A Ledger holding exactly the accounts, transfers and rejections a batch may consult.
+
+    Transfers load first, so the accounts of the pending transfers a batch posts or voids load too.
+    """
     ledger = Ledger()
-    account_rows = await conn.fetch("select * from accounts where id = any($1::text[])", sorted(set(account_ids)))
-    for row in account_rows:
-        ledger.accounts[row["id"]] = _account_from_row(row)
     ids = sorted(set(transfer_ids))
     for row in await conn.fetch("select * from transfers where id = any($1::text[])", ids):
         ledger.transfers[row["id"]] = _transfer_from_row(row)
+    wanted = set(account_ids)
+    wanted.update(a for t in ledger.transfers.values() for a in (t.debit_account_id, t.credit_account_id))
+    for row in await conn.fetch("select * from accounts where id = any($1::text[])", sorted(wanted)):
+        ledger.accounts[row["id"]] = _account_from_row(row)
     for row in await conn.fetch("select id, result, request from rejections where id = any($1::text[])", ids):
         ledger.rejections[row["id"]] = (request_from_dict(json.loads(row["request"])), TransferResult(row["result"]))
     return ledger
@@ -281,3 +285,29 @@ async def _store_offsets(conn: asyncpg.Connection, offsets: dict[tuple[str, int]
         [k[1] for k in keys],
         [offsets[k] for k in keys],
     )
+
+
+# -- ownership and positions ---------------------------------------------------------------------
+async def claim_partitions(conn: asyncpg.Connection, partitions: Sequence[int], writer_id: str) -> dict[int, int]:
+    """Take over ``partitions``: bump each epoch so any previous writer is fenced; return the new epochs."""
+    rows = await conn.fetch(
+        """insert into ledger_partitions (partition, writer_epoch, writer_id, claimed_at)
+           select p, 1, $2, now() from unnest($1::int[]) as p
+           on conflict (partition) do update
+             set writer_epoch = ledger_partitions.writer_epoch + 1, writer_id = $2, claimed_at = now()
+           returning partition, writer_epoch""",
+        sorted(partitions),
+        writer_id,
+    )
+    return {r["partition"]: r["writer_epoch"] for r in rows}
+
+
+async def consumed_positions(conn: asyncpg.Connection, topic: str, partitions: Sequence[int]) -> dict[int, int]:
+    """The next offset to read per Kafka partition, from this database (0 when never consumed)."""
+    rows = await conn.fetch(
+        "select kafka_partition, next_offset from consumed_offsets where topic = $1 and kafka_partition = any($2)",
+        topic,
+        list(partitions),
+    )
+    found = {r["kafka_partition"]: r["next_offset"] for r in rows}
+    return {p: found.get(p, 0) for p in partitions}

@@ -4,10 +4,13 @@ Decoding is strict: unknown fields, wrong types or unknown enum values raise ``R
 with the field's name, so a bad command can be dead-lettered with a precise reason.
 """
 
+import re
 from dataclasses import fields
 from typing import Any
 
-from payplane.ledger.model import TransferKind, TransferMode, TransferRequest
+from payplane.ledger.model import AccountFlags, AccountSpec, TransferKind, TransferMode, TransferRequest
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 _INT_FIELDS = {"timeout_s"}
 _OPTIONAL_INT_FIELDS = {"amount_minor"}
@@ -59,3 +62,43 @@ def _decode_field(name: str, value: object) -> object:
     if not isinstance(value, str):
         raise RequestDecodeError(name, "must be a string")
     return value
+
+
+_ACCOUNT_FIELDS = {"id", "currency", "owner", "flags", "overdraft_limit_minor"}
+_FLAG_NAMES = {"debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "internal"}
+
+
+def account_spec_to_dict(spec: AccountSpec) -> dict[str, Any]:
+    return {
+        "id": spec.id,
+        "currency": spec.currency,
+        "owner": spec.owner,
+        "flags": sorted(name for name in _FLAG_NAMES if getattr(spec.flags, name)),
+        "overdraft_limit_minor": spec.overdraft_limit_minor,
+    }
+
+
+def account_spec_from_dict(raw: object) -> AccountSpec:
+    if not isinstance(raw, dict):
+        raise RequestDecodeError("(account)", "must be a JSON object")
+    unknown = sorted(set(raw) - _ACCOUNT_FIELDS)
+    if unknown:
+        raise RequestDecodeError(unknown[0], "unknown field")
+    for name in ("id", "currency", "owner"):
+        if not isinstance(raw.get(name), str):
+            raise RequestDecodeError(name, "is required and must be a string")
+    if not _CURRENCY.match(raw["currency"]):
+        raise RequestDecodeError("currency", "must be an ISO 4217 code of three capital letters")
+    flags = raw.get("flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) and f in _FLAG_NAMES for f in flags):
+        raise RequestDecodeError("flags", f"must be a list drawn from {', '.join(sorted(_FLAG_NAMES))}")
+    overdraft = raw.get("overdraft_limit_minor", 0)
+    if not isinstance(overdraft, int) or isinstance(overdraft, bool):
+        raise RequestDecodeError("overdraft_limit_minor", "must be an integer (minor units)")
+    return AccountSpec(
+        id=raw["id"],
+        currency=raw["currency"],
+        owner=raw["owner"],
+        flags=AccountFlags(**dict.fromkeys(flags, True)),
+        overdraft_limit_minor=overdraft,
+    )

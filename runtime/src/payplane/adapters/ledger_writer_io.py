@@ -1,0 +1,140 @@
+"""The ledger writer's two edges: its shard database (asyncpg) and its commands topic (aiokafka).
+
+Connection-level failures of either are raised as ``TransientError`` so the writer retries them; a
+``FencedError`` passes through and stops the writer.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from payplane.adapters import ledger_store
+from payplane.ledger.engine import Ledger
+from payplane.ledger.writer import CommandRecord, PartitionBatch, TransientError
+from payplane_contracts.ledger_messages import encode_outcome
+from payplane_contracts.partitions import ledger_partition_for_account
+from payplane_contracts.topics import RailTopics
+
+_TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError)
+
+
+class PartitionOf:
+    """Which ledger partition each account of a loaded ledger lives on."""
+
+    def __init__(self, partition_count: int) -> None:
+        self.partition_count = partition_count
+
+    def mapping(self, ledger: Ledger) -> dict[str, int]:
+        return {a: ledger_partition_for_account(a, self.partition_count) for a in ledger.accounts}
+
+
+class PostgresLedgerStore:
+    """The shard database; one connection per writer (a writer is one sequential loop)."""
+
+    def __init__(self, dsn: str, topics: RailTopics, partition_of: PartitionOf) -> None:
+        self.dsn = dsn
+        self.topics = topics
+        self.partition_of = partition_of
+        self._conn: asyncpg.Connection | None = None
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.dsn, timeout=5)
+            yield self._conn
+        except _TRANSIENT_PG as exc:
+            if self._conn is not None:
+                self._conn.terminate()
+            self._conn = None
+            raise TransientError(f"shard database: {exc!r}") from exc
+
+    async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]:
+        async with self._connection() as conn:
+            return await ledger_store.claim_partitions(conn, partitions, writer_id)
+
+    async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
+        async with self._connection() as conn:
+            return await ledger_store.consumed_positions(conn, topic, partitions)
+
+    async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
+        async with self._connection() as conn:
+            return await ledger_store.load_ledger(conn, account_ids, transfer_ids)
+
+    async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None:
+        outcome = ledger_store.BatchOutcome(
+            partition=batch.partition,
+            epoch=batch.epoch,
+            now_us=batch.now_us,
+            new_accounts=batch.new_accounts,
+            changes=batch.changes,
+            offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]},
+            outbox=[(self.topics.ledger_results, o.transfer_id.encode(), encode_outcome(o)) for o in batch.outcomes],
+        )
+        partition_of = self.partition_of.mapping(ledger)
+        async with self._connection() as conn:
+            await ledger_store.persist(conn, outcome, ledger, partition_of)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+class KafkaCommandLog:
+    """The commands topic, assigned by partition (no consumer group: positions live in PostgreSQL)."""
+
+    def __init__(self, bootstrap: str, topics: RailTopics, consumer_group: str, partitions: list[int]) -> None:
+        self.topic = topics.ledger_commands
+        self.dead_letter_topic = topics.dead_letters(consumer_group)
+        self.partitions = partitions
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=50,
+        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.producer.start()
+        self.consumer.assign([TopicPartition(self.topic, p) for p in self.partitions])
+
+    async def seek(self, positions: dict[int, int]) -> None:
+        for partition, offset in positions.items():
+            self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[CommandRecord]:
+        try:
+            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:
+            raise TransientError(f"commands topic: {exc!r}") from exc
+        return [
+            CommandRecord(r.topic, r.partition, r.offset, r.key, r.value)
+            for tp in sorted(batches, key=lambda t: t.partition)
+            for r in batches[tp]
+        ]
+
+    async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None:
+        headers = [
+            ("reason", reason.encode()),
+            ("original_topic", record.topic.encode()),
+            ("original_partition", str(record.partition).encode()),
+            ("original_offset", str(record.offset).encode()),
+            ("attempts", str(attempts).encode()),
+        ]
+        try:
+            await self.producer.send_and_wait(
+                self.dead_letter_topic, value=record.value, key=record.key, headers=headers
+            )
+        except KafkaError as exc:
+            raise TransientError(f"dead-letter topic: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()

@@ -1,0 +1,152 @@
+"""The ledger writer: owns ledger partitions and applies their commands in batches, exactly once.
+
+For each batch and each partition in it, one PostgreSQL transaction stores the balances, transfers,
+entries, refusals, outcome messages (outbox) and the consumed Kafka offsets, after checking the writer's
+epoch. So a crash anywhere loses nothing and applies nothing twice: on restart the writer reads its
+positions from the database (not from the broker) and re-reads whatever was not committed.
+
+Records that cannot be decoded go to the dead-letter topic with the reason before their offset is
+committed; transient failures (database or broker unavailable) are retried with bounded exponential
+backoff and never skip a record; a newer writer's epoch (``FencedError``) stops this one.
+"""
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from payplane.ledger.batch import Command, apply_batch, command_from_message, ids_to_load
+from payplane.ledger.codec import RequestDecodeError
+from payplane.ledger.engine import Ledger
+from payplane.ledger.model import Account, BalanceChange
+from payplane_contracts.ledger_messages import MessageError, TransferOutcome, decode_command
+
+log = logging.getLogger(__name__)
+
+BATCH_RECORDS_MAX: Final = 2000
+FETCH_TIMEOUT_MS: Final = 100
+RETRY_BACKOFF_S_MIN: Final = 0.05
+RETRY_BACKOFF_S_MAX: Final = 5.0
+
+
+class TransientError(Exception):
+    """A dependency is unavailable for now (connection lost, broker down): retry, never skip."""
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class CommandLog(Protocol):
+    """The commands topic, read from explicit positions (the database's, never the broker's)."""
+
+    async def seek(self, positions: dict[int, int]) -> None: ...
+    async def fetch(self, max_records: int, timeout_ms: int) -> list[CommandRecord]: ...
+    async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None: ...
+
+
+@dataclass
+class PartitionBatch:
+    """What the store persists for one partition of one batch."""
+
+    partition: int
+    epoch: int
+    now_us: int
+    new_accounts: list[Account]
+    changes: list[BalanceChange]
+    outcomes: list[TransferOutcome]
+    next_offset: tuple[str, int, int]  # topic, kafka partition, offset to read next
+
+
+class LedgerStore(Protocol):
+    async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]: ...
+    async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
+    async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger: ...
+    async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None: ...
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class LedgerWriter:
+    def __init__(
+        self, *, topic: str, partitions: list[int], writer_id: str, store: LedgerStore, log_: CommandLog
+    ) -> None:
+        self.topic = topic
+        self.partitions = sorted(partitions)
+        self.writer_id = writer_id
+        self.store = store
+        self.commands = log_
+        self.epochs: dict[int, int] = {}
+        self.applied_records = 0
+
+    async def start(self) -> None:
+        """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
+        self.epochs = await self.store.claim(self.partitions, self.writer_id)
+        await self.commands.seek(await self.store.positions(self.topic, self.partitions))
+
+    async def run_once(self) -> int:
+        """Fetch one batch and apply it; returns the number of records consumed."""
+        records = await self.commands.fetch(BATCH_RECORDS_MAX, FETCH_TIMEOUT_MS)
+        by_partition: dict[int, list[CommandRecord]] = defaultdict(list)
+        for record in records:
+            by_partition[record.partition].append(record)
+        for partition, partition_records in sorted(by_partition.items()):
+            await self._with_retries(partition, partition_records)
+        self.applied_records += len(records)
+        return len(records)
+
+    async def _with_retries(self, partition: int, records: list[CommandRecord]) -> None:
+        backoff_s = RETRY_BACKOFF_S_MIN
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await self._apply_partition(partition, records, attempts)
+                return
+            except TransientError as exc:
+                log.warning(
+                    "partition %s: transient failure (attempt %s), retrying in %.2fs: %s",
+                    partition,
+                    attempts,
+                    backoff_s,
+                    exc,
+                )
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
+
+    async def _apply_partition(self, partition: int, records: list[CommandRecord], attempts: int) -> None:
+        commands: list[Command] = []
+        for record in records:
+            command = await self._decode_or_dead_letter(record, attempts)
+            if command is not None:
+                commands.append(command)
+        account_ids, transfer_ids = ids_to_load(commands)
+        ledger = await self.store.load(account_ids, transfer_ids)
+        now_us = _now_us()
+        applied = apply_batch(ledger, commands, partition=partition, now_us=now_us)
+        batch = PartitionBatch(
+            partition=partition,
+            epoch=self.epochs[partition],
+            now_us=now_us,
+            new_accounts=applied.new_accounts,
+            changes=applied.changes,
+            outcomes=applied.outcomes,
+            next_offset=(self.topic, partition, records[-1].offset + 1),
+        )
+        await self.store.persist(batch, ledger)
+
+    async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
+        try:
+            return command_from_message(decode_command(record.value))
+        except (MessageError, RequestDecodeError) as exc:
+            await self.commands.dead_letter(record, str(exc), attempts)
+            return None

@@ -1,0 +1,158 @@
+"""The ledger writer against real Kafka and PostgreSQL: batches applied once, bad records
+dead-lettered with their reason, positions resumed from the database, stale writers fenced."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from payplane.adapters.ledger_store import FencedError
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.ledger.codec import account_spec_to_dict, request_to_dict
+from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
+from payplane.ledger.writer import LedgerWriter
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.topics import RailTopics
+from tests.integration.conftest import Infra
+
+GROUP = "ledger-writer"
+CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
+
+
+@pytest.fixture
+async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
+    topics = RailTopics(f"test-{uuid.uuid4().hex[:8]}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
+    await admin.start()
+    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(GROUP)]
+    await admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names])
+    try:
+        yield topics
+    finally:
+        await admin.delete_topics(names)
+        await admin.close()
+
+
+def _account(spec: AccountSpec) -> bytes:
+    return encode_command(LedgerCommand(CommandType.CREATE_ACCOUNT, account_spec_to_dict(spec)))
+
+
+def _transfer(request: TransferRequest) -> bytes:
+    return encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(request)))
+
+
+async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, value=value, partition=0)
+    finally:
+        await producer.stop()
+
+
+async def _writer(infra: Infra, rail: RailTopics, dsn: str, writer_id: str) -> tuple[LedgerWriter, KafkaCommandLog]:
+    commands = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, GROUP, [0])
+    await commands.start()
+    store = PostgresLedgerStore(dsn, rail, PartitionOf(1))
+    writer = LedgerWriter(topic=rail.ledger_commands, partitions=[0], writer_id=writer_id, store=store, log_=commands)
+    await writer.start()
+    return writer, commands
+
+
+async def _drain(writer: LedgerWriter, expected_records: int, max_rounds: int = 100) -> None:
+    for _ in range(max_rounds):
+        if writer.applied_records >= expected_records:
+            return
+        await writer.run_once()
+    pytest.fail(f"writer consumed {writer.applied_records} of {expected_records} records in {max_rounds} rounds")
+
+
+async def _read_all(bootstrap: str, topic: str, count: int) -> list[tuple[bytes | None, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    got: list[tuple[bytes | None, dict[str, bytes]]] = []
+    try:
+        for _ in range(50):
+            batches = await consumer.getmany(timeout_ms=200)
+            got += [(r.value, dict(r.headers)) for rs in batches.values() for r in rs]
+            if len(got) >= count:
+                break
+    finally:
+        await consumer.stop()
+    return got
+
+
+COMMANDS = [
+    _account(AccountSpec("world", "EUR", "rail", AccountFlags(internal=True))),
+    _account(AccountSpec("alice", "EUR", "alice", CUSTOMER)),
+    _account(AccountSpec("bob", "EUR", "bob", CUSTOMER)),
+    _transfer(TransferRequest("fund", TransferMode.POSTED, "world", "alice", 1000, "EUR")),
+    b"{not json",
+    json.dumps({"v": 99, "type": "transfer", "body": {}}).encode(),
+    _transfer(TransferRequest("pay-1", TransferMode.POSTED, "alice", "bob", 400, "EUR", payment_ref="pi_1")),
+    encode_command(LedgerCommand(CommandType.TRANSFER, {"id": "x", "mode": "posted", "amount_minor": 1.5})),
+    _transfer(TransferRequest("pay-2", TransferMode.POSTED, "alice", "bob", 700, "EUR")),  # insufficient
+]
+
+
+async def test_writer_applies_dead_letters_resumes_and_fences(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    await _produce(bootstrap, rail.ledger_commands, COMMANDS)
+    first, first_log = await _writer(infra, rail, shard_dsn, "writer-a")
+    try:
+        await _drain(first, len(COMMANDS))
+    finally:
+        await first_log.stop()
+
+    balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert balances == {"world": -1000, "alice": 600, "bob": 400}
+    outcomes = [decode_outcome(r["payload"]) for r in await shard.fetch("select payload from outbox order by id")]
+    assert [(o.transfer_id, o.result) for o in outcomes] == [
+        ("fund", "ok"),
+        ("pay-1", "ok"),
+        ("pay-2", "insufficient_funds"),
+    ]
+    assert outcomes[1].payment_ref == "pi_1"
+    assert await shard.fetchval("select next_offset from consumed_offsets") == len(COMMANDS)
+
+    dead = await _read_all(bootstrap, rail.dead_letters(GROUP), 3)
+    reasons = sorted(h["reason"].decode() for _, h in dead)
+    assert len(dead) == 3
+    assert any("not JSON" in r for r in reasons)
+    assert any("schema version 99" in r for r in reasons)
+    assert any(r.startswith("amount_minor:") for r in reasons)
+    assert {h["original_offset"] for _, h in dead} == {b"4", b"5", b"7"}
+
+    # a second writer takes over: resumes at the database's position, applies nothing twice
+    second, second_log = await _writer(infra, rail, shard_dsn, "writer-b")
+    try:
+        assert await second.run_once() == 0
+        # a redelivery of the whole stream (e.g. a producer retrying everything) changes no balance
+        await _produce(bootstrap, rail.ledger_commands, COMMANDS)
+        await _drain(second, len(COMMANDS))
+    finally:
+        await second_log.stop()
+    again = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert again == balances
+    results = [decode_outcome(r["payload"]).result for r in await shard.fetch("select payload from outbox order by id")]
+    assert results[3:] == ["exists", "exists", "insufficient_funds"]
+    assert await shard.fetchval("select count(*) from transfers") == 2
+
+    # the first writer, now stale, cannot commit anything
+    stale_log = KafkaCommandLog(bootstrap, rail, GROUP, [0])
+    await stale_log.start()
+    try:
+        first.commands = stale_log
+        await stale_log.seek({0: 0})
+        with pytest.raises(FencedError):
+            await first.run_once()
+    finally:
+        await stale_log.stop()
+    assert await shard.fetchval("select count(*) from transfers") == 2
