@@ -5,12 +5,14 @@ import sys
 from collections.abc import Sequence
 
 from payplane.devinfra import cli as infra_cli
+from payplane.ops import ledger_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payplane", description="payplane: payments on Kubernetes")
     subparsers = parser.add_subparsers(dest="command", required=True)
     infra_cli.add_parser(subparsers)
+    ledger_cli.add_parser(subparsers)
     return parser
 
 

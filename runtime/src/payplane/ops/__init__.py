@@ -1,0 +1,1 @@
+"""Operational commands for SREs: ``payplane ledger …`` (and, as they land, dead-letter tools)."""
