@@ -1,6 +1,6 @@
 """``payplane ledger verify`` on real data: passes on a healthy ledger, names each kind of corruption."""
 
-import subprocess
+import asyncio
 import sys
 
 import asyncpg
@@ -73,22 +73,29 @@ async def test_limit_violation_is_reported_when_constraints_were_bypassed(shard:
     assert "limits_respected" in [c.name for c in report.checks if not c.passed]
 
 
+async def _run_cli(dsn: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "payplane.cli",
+        "ledger",
+        "verify",
+        "--dsn",
+        dsn,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
 async def test_cli_exit_codes(shard: asyncpg.Connection, shard_dsn: str) -> None:
     await _healthy_ledger(shard)
-    ok = subprocess.run(
-        [sys.executable, "-m", "payplane.cli", "ledger", "verify", "--dsn", shard_dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert "ledger invariants hold" in ok.stdout
+    code, stdout, stderr = await _run_cli(shard_dsn)
+    assert code == 0, stderr
+    assert "ledger invariants hold" in stdout
     await shard.execute("update accounts set credits_posted_minor = credits_posted_minor + 5 where id = 'b'")
-    bad = subprocess.run(
-        [sys.executable, "-m", "payplane.cli", "ledger", "verify", "--dsn", shard_dsn],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert bad.returncode == 2
-    assert "FAIL double_entry" in bad.stdout
+    code, stdout, _ = await _run_cli(shard_dsn)
+    assert code == 2
+    assert "FAIL double_entry" in stdout

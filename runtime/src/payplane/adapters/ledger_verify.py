@@ -67,7 +67,8 @@ CHECKS: Final[list[tuple[str, str, str]]] = [
            select a.id || ': pending ' || a.debits_pending_minor || '/' || a.credits_pending_minor
                   || ' but open holds ' || coalesce(h.debits, 0) || '/' || coalesce(h.credits, 0)
            from accounts a left join holds h on h.account_id = a.id
-           where a.debits_pending_minor <> coalesce(h.debits, 0) or a.credits_pending_minor <> coalesce(h.credits, 0)""",
+           where a.debits_pending_minor <> coalesce(h.debits, 0)
+              or a.credits_pending_minor <> coalesce(h.credits, 0)""",
     ),
 ]
 
