@@ -39,7 +39,7 @@ async def test_a_healthy_ledger_passes(shard: asyncpg.Connection) -> None:
     await _healthy_ledger(shard)
     report = await verify(shard)
     assert report.passed, report.render()
-    assert len(report.checks) == 5
+    assert len(report.checks) == 6
 
 
 @pytest.mark.parametrize(
@@ -54,6 +54,10 @@ async def test_a_healthy_ledger_passes(shard: asyncpg.Connection) -> None:
         ),
         ("update transfers set pending_state = 'pending' where id = 'hold-1'", "pending_resolved_at_most_once"),
         ("update accounts set debits_pending_minor = 0, credits_pending_minor = 0", "pending_balances_match_holds"),
+        (
+            "update entries set account_id = 'ghost' where transfer_id = 'fund' and side = 'credit'",
+            "entries_reference_known_rows",
+        ),
     ],
 )
 async def test_each_corruption_is_named(shard: asyncpg.Connection, corruption: str, failing_check: str) -> None:

@@ -33,6 +33,14 @@ CHECKS: Final[list[tuple[str, str, str]]] = [
            where a.debits_posted_minor <> coalesce(s.debits, 0) or a.credits_posted_minor <> coalesce(s.credits, 0)""",
     ),
     (
+        "entries_reference_known_rows",
+        "every entry belongs to an applied transfer and an existing account (no foreign keys on the hot path)",
+        """select e.transfer_id || '/' || e.side || ' -> ' || e.account_id
+           from entries e
+           where not exists (select 1 from transfers t where t.id = e.transfer_id)
+              or not exists (select 1 from accounts a where a.id = e.account_id)""",
+    ),
+    (
         "limits_respected",
         "no balance breaks its account's limits",
         """select id || ': debits ' || (debits_pending_minor + debits_posted_minor) || ' credits '

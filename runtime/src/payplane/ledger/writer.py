@@ -78,7 +78,14 @@ def _now_us() -> int:
 
 class LedgerWriter:
     def __init__(
-        self, *, topic: str, partitions: list[int], writer_id: str, store: LedgerStore, log_: CommandLog
+        self,
+        *,
+        topic: str,
+        partitions: list[int],
+        writer_id: str,
+        store: LedgerStore,
+        log_: CommandLog,
+        batch_records_max: int = BATCH_RECORDS_MAX,
     ) -> None:
         self.topic = topic
         self.partitions = sorted(partitions)
@@ -87,6 +94,7 @@ class LedgerWriter:
         self.commands = log_
         self.epochs: dict[int, int] = {}
         self.applied_records = 0
+        self.batch_records_max = batch_records_max
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -95,7 +103,7 @@ class LedgerWriter:
 
     async def run_once(self) -> int:
         """Fetch one batch and apply it; returns the number of records consumed."""
-        records = await self.commands.fetch(BATCH_RECORDS_MAX, FETCH_TIMEOUT_MS)
+        records = await self.commands.fetch(self.batch_records_max, FETCH_TIMEOUT_MS)
         by_partition: dict[int, list[CommandRecord]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)

@@ -1,0 +1,256 @@
+"""Ledger throughput benchmark (``make bench-ledger``): real Kafka, real PostgreSQL, fsync on.
+
+Modes, each on a fresh shard database and topic:
+- ``writer``: transfers/s applied by one ledger writer consuming from Kafka and committing durably
+  (records pre-produced; the clock runs from the first fetch until every record is committed);
+- ``set-based``: the same engine + store without Kafka (commands in memory): the limit of the design;
+- ``per-transfer``: the best one-transaction-per-transfer baseline: one PL/pgSQL call per transfer
+  (locks in account-id order), 8 concurrent connections.
+Patterns: ``uniform`` (random pairs of 10,000 accounts) and ``hot`` (every transfer debits one account).
+Each run ends with ``ledger verify``; a run whose invariants fail is reported as failed.
+"""
+
+import argparse
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
+from payplane.adapters.ledger_verify import verify
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.postgres_migrations import migrate
+from payplane.devinfra.endpoints import read_endpoints
+from payplane.devinfra.settings import load_settings
+from payplane.ledger.batch import apply_batch, ids_to_load
+from payplane.ledger.codec import request_to_dict
+from payplane.ledger.engine import Ledger
+from payplane.ledger.model import AccountSpec, TransferMode, TransferRequest
+from payplane.ledger.writer import LedgerWriter
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
+from payplane_contracts.topics import RailTopics
+
+ACCOUNT_COUNT = 10_000
+HOT_ACCOUNT = "acct-hot"
+PER_TRANSFER_CONNECTIONS = 8
+
+PER_TRANSFER_SQL = """
+create or replace function post_transfer(p_id text, p_debit text, p_credit text, p_amount bigint)
+returns text language plpgsql as $$
+declare inserted int;
+begin
+  -- lock both accounts in id order first: the transfer's foreign keys would otherwise take share
+  -- locks in argument order and deadlock against a concurrent transfer between the same accounts
+  perform 1 from accounts where id in (p_debit, p_credit) order by id for update;
+  insert into transfers (id, partition, mode, kind, debit_account_id, credit_account_id, amount_minor,
+                         currency, request, applied_at_us)
+  values (p_id, 0, 'posted', 'payment', p_debit, p_credit, p_amount, 'EUR', '{}'::jsonb, 0)
+  on conflict (id) do nothing;
+  get diagnostics inserted = row_count;
+  if inserted = 0 then return 'exists'; end if;
+  update accounts set debits_posted_minor = debits_posted_minor + p_amount where id = p_debit;
+  update accounts set credits_posted_minor = credits_posted_minor + p_amount where id = p_credit;
+  insert into entries (transfer_id, account_id, side, amount_minor, partition)
+  values (p_id, p_debit, 'debit', p_amount, 0), (p_id, p_credit, 'credit', p_amount, 0);
+  return 'ok';
+end $$;
+"""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    mode: str
+    pattern: str
+    batch: int
+    transfers: int
+    seconds: float
+    invariants_hold: bool
+
+    @property
+    def per_second(self) -> float:
+        return self.transfers / self.seconds
+
+
+def _accounts() -> list[str]:
+    return [f"acct-{i:05d}" for i in range(ACCOUNT_COUNT)] + [HOT_ACCOUNT]
+
+
+def _transfers(pattern: str, count: int, seed: int = 7) -> list[TransferRequest]:
+    rng = random.Random(seed)
+    accounts = _accounts()[:-1]
+    requests = []
+    for i in range(count):
+        credit = rng.choice(accounts)
+        debit = HOT_ACCOUNT if pattern == "hot" else rng.choice(accounts)
+        while debit == credit:
+            debit = rng.choice(accounts)
+        requests.append(TransferRequest(f"t-{i}", TransferMode.POSTED, debit, credit, rng.randint(1, 10_000), "EUR"))
+    return requests
+
+
+async def _fresh_shard(base_dsn: str) -> str:
+    name = f"ledger_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(base_dsn)
+    await admin.execute(f'create database "{name}"')
+    await admin.close()
+    dsn = base_dsn.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(dsn)
+    await migrate(conn, "payplane.ledger.migrations")
+    await claim_partitions(conn, [0], "bench")
+    ledger = Ledger()
+    outcome = BatchOutcome(partition=0, epoch=1, now_us=0)
+    for account_id in _accounts():
+        ledger.create_account(AccountSpec(account_id, "EUR", "bench"), 0)
+        outcome.new_accounts.append(ledger.accounts[account_id])
+    await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
+    await conn.close()
+    return dsn
+
+
+async def _drop(base_dsn: str, dsn: str) -> None:
+    admin = await asyncpg.connect(base_dsn)
+    await admin.execute(f'drop database if exists "{dsn.rsplit("/", 1)[1]}" with (force)')
+    await admin.close()
+
+
+async def _invariants_hold(dsn: str, expected_transfers: int) -> bool:
+    conn = await asyncpg.connect(dsn)
+    try:
+        report = await verify(conn)
+        applied = await conn.fetchval("select count(*) from transfers")
+    finally:
+        await conn.close()
+    return report.passed and applied == expected_transfers
+
+
+async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: int) -> float:
+    topics = RailTopics(f"bench-{uuid.uuid4().hex[:8]}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    names = [topics.ledger_commands, topics.dead_letters("bench")]
+    await admin.create_topics([NewTopic(n, 1, 1) for n in names])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=512 * 1024)
+    await producer.start()
+    futures = [
+        await producer.send(
+            topics.ledger_commands,
+            encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(r))),
+            partition=0,
+        )
+        for r in _transfers(pattern, count)
+    ]
+    await asyncio.gather(*futures)
+    await producer.stop()
+
+    log = KafkaCommandLog(bootstrap, topics, "bench", [0])
+    await log.start()
+    store = PostgresLedgerStore(dsn, topics, PartitionOf(1))
+    writer = LedgerWriter(
+        topic=topics.ledger_commands,
+        partitions=[0],
+        writer_id="bench",
+        store=store,
+        log_=log,
+        batch_records_max=batch,
+    )
+    await writer.start()
+    started = time.perf_counter()
+    while writer.applied_records < count:
+        await writer.run_once()
+    elapsed = time.perf_counter() - started
+    await log.stop()
+    await store.close()
+    await admin.delete_topics(names)
+    await admin.close()
+    return elapsed
+
+
+async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> float:
+    conn = await asyncpg.connect(dsn)
+    requests = _transfers(pattern, count)
+    started = time.perf_counter()
+    for start in range(0, count, batch):
+        chunk = requests[start : start + batch]
+        account_ids, transfer_ids = ids_to_load(list(chunk))
+        ledger = await load_ledger(conn, account_ids, transfer_ids)
+        applied = apply_batch(ledger, list(chunk), partition=0, now_us=1)
+        outcome = BatchOutcome(partition=0, epoch=1, now_us=1, changes=applied.changes)
+        await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
+    elapsed = time.perf_counter() - started
+    await conn.close()
+    return elapsed
+
+
+async def run_per_transfer(dsn: str, pattern: str, count: int) -> float:
+    pool = await asyncpg.create_pool(dsn, min_size=PER_TRANSFER_CONNECTIONS, max_size=PER_TRANSFER_CONNECTIONS)
+    async with pool.acquire() as conn:
+        await conn.execute(PER_TRANSFER_SQL)
+    queue = _transfers(pattern, count)
+    position = 0
+
+    async def worker() -> None:
+        nonlocal position
+        async with pool.acquire() as conn:
+            while position < len(queue):
+                r = queue[position]
+                position += 1
+                await conn.fetchval(
+                    "select post_transfer($1, $2, $3, $4)",
+                    r.id,
+                    r.debit_account_id,
+                    r.credit_account_id,
+                    r.amount_minor,
+                )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(PER_TRANSFER_CONNECTIONS)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return elapsed
+
+
+async def main(args: argparse.Namespace) -> None:
+    endpoints = read_endpoints(load_settings().endpoints_file)
+    base_dsn, bootstrap = endpoints["PAYPLANE_POSTGRES_DSN"], endpoints["KAFKA_BOOTSTRAP"]
+    plan: list[tuple[str, int, Callable[[str, str], object]]] = []
+    results: list[RunResult] = []
+    for pattern in args.patterns:
+        for mode, batch in [(m, b) for m in args.modes for b in (args.batches if m != "per-transfer" else [1])]:
+            count = args.transfers if batch > 1 or mode == "per-transfer" else min(args.transfers, 5_000)
+            dsn = await _fresh_shard(base_dsn)
+            try:
+                if mode == "writer":
+                    seconds = await run_writer(bootstrap, dsn, pattern, count, batch)
+                elif mode == "set-based":
+                    seconds = await run_set_based(dsn, pattern, count, batch)
+                else:
+                    seconds = await run_per_transfer(dsn, pattern, count)
+                result = RunResult(mode, pattern, batch, count, seconds, await _invariants_hold(dsn, count))
+            finally:
+                await _drop(base_dsn, dsn)
+            results.append(result)
+            print(
+                f"{mode:13} {pattern:8} batch={batch:5} transfers={count:7} {result.per_second:10,.0f}/s"
+                f"  invariants={'ok' if result.invariants_hold else 'FAILED'}",
+                flush=True,
+            )
+    del plan
+    if args.json:
+        print(json.dumps([r.__dict__ | {"per_second": round(r.per_second)} for r in results]))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--transfers", type=int, default=100_000)
+    parser.add_argument("--patterns", nargs="+", default=["uniform", "hot"])
+    parser.add_argument("--modes", nargs="+", default=["writer", "set-based", "per-transfer"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 100, 1000])
+    parser.add_argument("--json", action="store_true")
+    asyncio.run(main(parser.parse_args()))
