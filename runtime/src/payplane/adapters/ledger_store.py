@@ -184,33 +184,39 @@ async def _write_balances(conn: asyncpg.Connection, accounts: Sequence[Account])
     )
 
 
+_TRANSFER_COLUMNS = (
+    "id", "partition", "mode", "kind", "debit_account_id", "credit_account_id", "amount_minor", "currency",
+    "pending_id", "timeout_s", "expires_at_us", "pending_state", "request", "payment_ref", "applied_at_us",
+)  # fmt: skip
+
+
 async def _insert_transfers(
     conn: asyncpg.Connection, transfers: Sequence[Transfer], partition_of: dict[str, int]
 ) -> None:
+    """Binary COPY: several times cheaper than an INSERT for the thousands of rows of a batch."""
     if not transfers:
         return
-    await conn.execute(
-        """insert into transfers (id, partition, mode, kind, debit_account_id, credit_account_id, amount_minor,
-               currency, pending_id, timeout_s, expires_at_us, pending_state, request, payment_ref, applied_at_us)
-           select * from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[],
-                                $7::bigint[], $8::text[], $9::text[], $10::int[], $11::bigint[], $12::text[],
-                                $13::jsonb[], $14::text[], $15::bigint[])""",
-        [t.id for t in transfers],
-        [partition_of[t.debit_account_id] for t in transfers],
-        [t.request.mode.value for t in transfers],
-        [t.request.kind.value for t in transfers],
-        [t.debit_account_id for t in transfers],
-        [t.credit_account_id for t in transfers],
-        [t.amount_minor for t in transfers],
-        [t.currency for t in transfers],
-        [t.request.pending_id or None for t in transfers],
-        [t.request.timeout_s for t in transfers],
-        [t.expires_at_us for t in transfers],
-        [t.pending_state.value if t.pending_state else None for t in transfers],
-        [json.dumps(request_to_dict(t.request)) for t in transfers],
-        [t.request.payment_ref for t in transfers],
-        [t.applied_at_us for t in transfers],
-    )
+    records = [
+        (
+            t.id,
+            partition_of[t.debit_account_id],
+            t.request.mode.value,
+            t.request.kind.value,
+            t.debit_account_id,
+            t.credit_account_id,
+            t.amount_minor,
+            t.currency,
+            t.request.pending_id or None,
+            t.request.timeout_s,
+            t.expires_at_us,
+            t.pending_state.value if t.pending_state else None,
+            json.dumps(request_to_dict(t.request), separators=(",", ":")),
+            t.request.payment_ref,
+            t.applied_at_us,
+        )
+        for t in transfers
+    ]
+    await conn.copy_records_to_table("transfers", records=records, columns=_TRANSFER_COLUMNS)
 
 
 async def _update_pending_states(conn: asyncpg.Connection, resolved: Sequence[Transfer]) -> None:
@@ -227,14 +233,9 @@ async def _update_pending_states(conn: asyncpg.Connection, resolved: Sequence[Tr
 async def _insert_entries(conn: asyncpg.Connection, entries: Sequence[Entry], partition_of: dict[str, int]) -> None:
     if not entries:
         return
-    await conn.execute(
-        """insert into entries (transfer_id, account_id, side, amount_minor, partition)
-           select * from unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::int[])""",
-        [e.transfer_id for e in entries],
-        [e.account_id for e in entries],
-        [e.side.value for e in entries],
-        [e.amount_minor for e in entries],
-        [partition_of[e.account_id] for e in entries],
+    records = [(e.transfer_id, e.account_id, e.side.value, e.amount_minor, partition_of[e.account_id]) for e in entries]
+    await conn.copy_records_to_table(
+        "entries", records=records, columns=("transfer_id", "account_id", "side", "amount_minor", "partition")
     )
 
 
