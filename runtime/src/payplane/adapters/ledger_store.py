@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from payplane.adapters.outbox_relay import NOTIFY_SQL
 from payplane.ledger.codec import request_from_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import (
@@ -262,6 +263,7 @@ async def _insert_rejections(
 async def _insert_outbox(
     conn: asyncpg.Connection, partition: int, messages: Sequence[tuple[str, bytes | None, bytes]]
 ) -> None:
+    """Outbox rows, plus a NOTIFY that wakes the relay when (and only if) this transaction commits."""
     if not messages:
         return
     await conn.execute(
@@ -272,6 +274,7 @@ async def _insert_outbox(
         [m[1] for m in messages],
         [m[2] for m in messages],
     )
+    await conn.execute(NOTIFY_SQL)
 
 
 async def _store_offsets(conn: asyncpg.Connection, offsets: dict[tuple[str, int], int]) -> None:
