@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from payplane.devinfra import cli as infra_cli
 from payplane.ops import ledger_cli
+from payplane.services import ledger_writer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     infra_cli.add_parser(subparsers)
     ledger_cli.add_parser(subparsers)
+    ledger_writer.add_parser(subparsers)
     return parser
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from payplane.adapters.outbox_relay import NOTIFY_SQL
+from payplane.faults import crash_point
 from payplane.ledger.codec import request_from_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import (
@@ -130,6 +131,7 @@ async def persist(
         await _insert_rejections(conn, outcome.partition, rejections, outcome.now_us)
         await _insert_outbox(conn, outcome.partition, outcome.outbox)
         await _store_offsets(conn, outcome.offsets)
+        crash_point("ledger.before_commit")
 
 
 def _transfers_of(change: BalanceChange) -> list[Transfer]:

@@ -17,6 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from payplane.faults import crash_point
 from payplane.ledger.batch import Command, apply_batch, command_from_message, ids_to_load
 from payplane.ledger.codec import RequestDecodeError
 from payplane.ledger.engine import Ledger
@@ -151,6 +152,7 @@ class LedgerWriter:
             next_offset=(self.topic, partition, records[-1].offset + 1),
         )
         await self.store.persist(batch, ledger)
+        crash_point("ledger.after_commit")
 
     async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
         try:
