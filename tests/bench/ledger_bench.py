@@ -156,6 +156,7 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
         topic=topics.ledger_commands,
         partitions=[0],
         writer_id="bench",
+        partition_of=PartitionOf(1),
         store=store,
         log_=log,
         batch_records_max=batch,
@@ -178,9 +179,9 @@ async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> float
     started = time.perf_counter()
     for start in range(0, count, batch):
         chunk = requests[start : start + batch]
-        account_ids, transfer_ids = ids_to_load(list(chunk))
+        account_ids, transfer_ids = ids_to_load(list(chunk), 0)
         ledger = await load_ledger(conn, account_ids, transfer_ids)
-        applied = apply_batch(ledger, list(chunk), partition=0, now_us=1)
+        applied = apply_batch(ledger, list(chunk), partition=0, partition_of=lambda _: 0, now_us=1)
         outcome = BatchOutcome(partition=0, epoch=1, now_us=1, changes=applied.changes)
         await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
     elapsed = time.perf_counter() - started

@@ -59,7 +59,14 @@ async def _writer(infra: Infra, rail: RailTopics, dsn: str, writer_id: str) -> t
     commands = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, GROUP, [0])
     await commands.start()
     store = PostgresLedgerStore(dsn, rail, PartitionOf(1))
-    writer = LedgerWriter(topic=rail.ledger_commands, partitions=[0], writer_id=writer_id, store=store, log_=commands)
+    writer = LedgerWriter(
+        topic=rail.ledger_commands,
+        partitions=[0],
+        writer_id=writer_id,
+        store=store,
+        log_=commands,
+        partition_of=PartitionOf(1),
+    )
     await writer.start()
     return writer, commands
 

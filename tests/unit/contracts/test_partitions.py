@@ -66,3 +66,12 @@ def test_refuses_empty_account_id() -> None:
 PINNED_MERCHANT_1_OF_64 = 46
 PINNED_WORLD_EUR_OF_8 = 7
 PINNED_FIRST_EIGHT_OF_16 = [15, 2, 9, 13, 5, 14, 8, 14]
+
+
+def test_transit_accounts_live_on_the_partition_they_name() -> None:
+    from payplane_contracts.partitions import transit_account_id
+
+    for partition in (0, 3, 15):
+        assert ledger_partition_for_account(transit_account_id("EUR", partition), 16) == partition
+    # a transit id naming a partition the rail does not have is just an account id, hashed as usual
+    assert 0 <= ledger_partition_for_account(transit_account_id("EUR", 40), 16) < 16

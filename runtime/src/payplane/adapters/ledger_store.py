@@ -41,6 +41,14 @@ class FencedError(Exception):
         )
 
 
+@dataclass(frozen=True)
+class OutboxMessage:
+    topic: str
+    kafka_partition: int | None  # None: Kafka's key hashing decides
+    key: bytes | None
+    payload: bytes
+
+
 @dataclass
 class BatchOutcome:
     """Everything one batch changed, gathered for a single persisting transaction."""
@@ -51,7 +59,7 @@ class BatchOutcome:
     new_accounts: list[Account] = field(default_factory=list)
     changes: list[BalanceChange] = field(default_factory=list)  # every change, refusals included
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, kafka partition) -> next
-    outbox: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)  # topic, key, payload
+    outbox: list[OutboxMessage] = field(default_factory=list)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -262,19 +270,19 @@ async def _insert_rejections(
     )
 
 
-async def _insert_outbox(
-    conn: asyncpg.Connection, partition: int, messages: Sequence[tuple[str, bytes | None, bytes]]
-) -> None:
+async def _insert_outbox(conn: asyncpg.Connection, partition: int, messages: Sequence[OutboxMessage]) -> None:
     """Outbox rows, plus a NOTIFY that wakes the relay when (and only if) this transaction commits."""
     if not messages:
         return
     await conn.execute(
-        """insert into outbox (partition, topic, message_key, payload)
-           select $1, v.topic, v.k, v.p from unnest($2::text[], $3::bytea[], $4::bytea[]) as v(topic, k, p)""",
+        """insert into outbox (partition, topic, kafka_partition, message_key, payload)
+           select $1, v.topic, v.kp, v.k, v.p
+           from unnest($2::text[], $3::int[], $4::bytea[], $5::bytea[]) as v(topic, kp, k, p)""",
         partition,
-        [m[0] for m in messages],
-        [m[1] for m in messages],
-        [m[2] for m in messages],
+        [m.topic for m in messages],
+        [m.kafka_partition for m in messages],
+        [m.key for m in messages],
+        [m.payload for m in messages],
     )
     await conn.execute(NOTIFY_SQL)
 

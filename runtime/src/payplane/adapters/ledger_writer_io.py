@@ -13,9 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from payplane.adapters import ledger_store
+from payplane.ledger.codec import request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.writer import CommandRecord, PartitionBatch, TransientError
-from payplane_contracts.ledger_messages import encode_outcome
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command, encode_outcome
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 
@@ -28,8 +29,11 @@ class PartitionOf:
     def __init__(self, partition_count: int) -> None:
         self.partition_count = partition_count
 
+    def __call__(self, account_id: str) -> int:
+        return ledger_partition_for_account(account_id, self.partition_count)
+
     def mapping(self, ledger: Ledger) -> dict[str, int]:
-        return {a: ledger_partition_for_account(a, self.partition_count) for a in ledger.accounts}
+        return {a: self(a) for a in ledger.accounts}
 
 
 class PostgresLedgerStore:
@@ -73,7 +77,23 @@ class PostgresLedgerStore:
             new_accounts=batch.new_accounts,
             changes=batch.changes,
             offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]},
-            outbox=[(self.topics.ledger_results, o.transfer_id.encode(), encode_outcome(o)) for o in batch.outcomes],
+            outbox=[
+                *(
+                    ledger_store.OutboxMessage(
+                        self.topics.ledger_results, None, o.transfer_id.encode(), encode_outcome(o)
+                    )
+                    for o in batch.outcomes
+                ),
+                *(
+                    ledger_store.OutboxMessage(
+                        self.topics.ledger_commands,
+                        f.partition,
+                        f.request.credit_account_id.encode(),
+                        encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(f.request))),
+                    )
+                    for f in batch.forwards
+                ),
+            ],
         )
         partition_of = self.partition_of.mapping(ledger)
         async with self._connection() as conn:

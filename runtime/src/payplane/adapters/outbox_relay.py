@@ -74,7 +74,7 @@ class OutboxRelay:
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         async with conn.transaction():
             rows = await conn.fetch(
-                "select id, topic, message_key, payload from outbox where published_at is null"
+                "select id, topic, kafka_partition, message_key, payload from outbox where published_at is null"
                 " order by id limit $1 for update skip locked",
                 ROWS_PER_ROUND_MAX,
             )
@@ -85,6 +85,7 @@ class OutboxRelay:
                     row["topic"],
                     value=row["payload"],
                     key=row["message_key"],
+                    partition=row["kafka_partition"],
                     headers=[("event_id", f"{self.source}:{row['id']}".encode())],
                 )
                 for row in rows

@@ -71,7 +71,11 @@ def reports_version(argv: list[str], expected: str) -> bool:
     """True if the command runs and its output mentions ``expected`` (e.g. ``v1.34.4``)."""
     try:
         result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=VERSION_PROBE_TIMEOUT_S, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=VERSION_PROBE_TIMEOUT_S,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -113,8 +117,11 @@ def kubernetes_ldflags(version: str) -> str:
     flags = ["-s", "-w", "-buildid="]
     for package in VERSION_PACKAGES:
         flags += [
-            f"-X {package}.gitVersion={version}", f"-X {package}.gitMajor=1", f"-X {package}.gitMinor={minor}",
-            f"-X {package}.gitTreeState=clean", f"-X {package}.buildDate=1970-01-01T00:00:00Z",
+            f"-X {package}.gitVersion={version}",
+            f"-X {package}.gitMajor=1",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+            f"-X {package}.buildDate=1970-01-01T00:00:00Z",
         ]
     return " ".join(flags)
 
@@ -123,14 +130,15 @@ def _init_module(dirs: BuildDirs, module_name: str, env: dict[str, str], log_pat
     dirs.src.mkdir(parents=True, exist_ok=True)
     dirs.bin.mkdir(parents=True, exist_ok=True)
     if not (dirs.src / "go.mod").exists():
-        run_logged(["go", "mod", "init", module_name], what="go mod init", log_path=log_path, env=env,
-                   cwd=dirs.src)
+        run_logged(["go", "mod", "init", module_name], what="go mod init", log_path=log_path, env=env, cwd=dirs.src)
 
 
 def _kubernetes_go_mod(env: dict[str, str], dirs: BuildDirs, log_path: Path) -> str:
     out = run_logged(
         ["go", "mod", "download", "-json", f"{KUBERNETES_MODULE}@{versions.KUBERNETES}"],
-        what=f"download of {KUBERNETES_MODULE}@{versions.KUBERNETES}", log_path=log_path, env=env,
+        what=f"download of {KUBERNETES_MODULE}@{versions.KUBERNETES}",
+        log_path=log_path,
+        env=env,
         cwd=dirs.src,
     )
     match = re.search(r'"GoMod":\s*"([^"]+)"', out)
@@ -146,12 +154,30 @@ def _build_kubernetes(dirs: BuildDirs, log_path: Path, env: dict[str, str]) -> N
     edit_flags = go_mod_edit_flags(_kubernetes_go_mod(env, dirs, log_path), staging_version)
     run_logged(["go", "mod", "edit", *edit_flags], what="go mod edit", log_path=log_path, env=env, cwd=dirs.src)
     packages = [f"{KUBERNETES_MODULE}/cmd/{name}" for name in KUBERNETES_COMMANDS]
-    run_logged(["go", "get", "-tool", *(f"{p}@{version}" for p in packages)],
-               what=f"go get Kubernetes {version}", log_path=log_path, env=env, cwd=dirs.src)
     run_logged(
-        ["go", "build", "-trimpath", "-tags", KUBERNETES_BUILD_TAGS, "-ldflags", kubernetes_ldflags(version),
-         "-o", f"{dirs.bin}/", *packages],
-        what=f"Kubernetes {version}", log_path=log_path, env=env, cwd=dirs.src,
+        ["go", "get", "-tool", *(f"{p}@{version}" for p in packages)],
+        what=f"go get Kubernetes {version}",
+        log_path=log_path,
+        env=env,
+        cwd=dirs.src,
+    )
+    run_logged(
+        [
+            "go",
+            "build",
+            "-trimpath",
+            "-tags",
+            KUBERNETES_BUILD_TAGS,
+            "-ldflags",
+            kubernetes_ldflags(version),
+            "-o",
+            f"{dirs.bin}/",
+            *packages,
+        ],
+        what=f"Kubernetes {version}",
+        log_path=log_path,
+        env=env,
+        cwd=dirs.src,
     )
 
 
@@ -159,8 +185,11 @@ def ensure_kubernetes(cache_dir: Path, log_path: Path) -> Path:
     """The directory holding kube-apiserver, kube-controller-manager, kube-scheduler and kubectl."""
     dirs = kubernetes_dirs(cache_dir)
     _ensure_built(
-        dirs, [dirs.bin / name for name in KUBERNETES_COMMANDS],
-        what=f"Kubernetes {versions.KUBERNETES}", cold_duration="~10 min", log_path=log_path,
+        dirs,
+        [dirs.bin / name for name in KUBERNETES_COMMANDS],
+        what=f"Kubernetes {versions.KUBERNETES}",
+        cold_duration="~10 min",
+        log_path=log_path,
         binaries_ok=lambda: _kubernetes_binaries_ok(dirs.bin),
         build=lambda: _build_kubernetes(dirs, log_path, go_env(cache_dir, cgo=False)),
     )
@@ -170,11 +199,19 @@ def ensure_kubernetes(cache_dir: Path, log_path: Path) -> Path:
 def _build_etcd(dirs: BuildDirs, log_path: Path, env: dict[str, str]) -> None:
     # The server's go.mod already requires its sibling modules at the same version: no replaces needed.
     _init_module(dirs, "local/etcdbuild", env, log_path)
-    run_logged(["go", "get", "-tool", f"{ETCD_SERVER_MODULE}@{versions.ETCD}"],
-               what=f"go get etcd {versions.ETCD}", log_path=log_path, env=env, cwd=dirs.src)
+    run_logged(
+        ["go", "get", "-tool", f"{ETCD_SERVER_MODULE}@{versions.ETCD}"],
+        what=f"go get etcd {versions.ETCD}",
+        log_path=log_path,
+        env=env,
+        cwd=dirs.src,
+    )
     run_logged(
         ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(dirs.bin / "etcd"), ETCD_SERVER_MODULE],
-        what=f"etcd {versions.ETCD}", log_path=log_path, env=env, cwd=dirs.src,
+        what=f"etcd {versions.ETCD}",
+        log_path=log_path,
+        env=env,
+        cwd=dirs.src,
     )
 
 
@@ -183,7 +220,11 @@ def ensure_etcd(cache_dir: Path, log_path: Path) -> Path:
     dirs = etcd_dirs(cache_dir)
     etcd = dirs.bin / "etcd"
     _ensure_built(
-        dirs, [etcd], what=f"etcd {versions.ETCD}", cold_duration="~1.5 min", log_path=log_path,
+        dirs,
+        [etcd],
+        what=f"etcd {versions.ETCD}",
+        cold_duration="~1.5 min",
+        log_path=log_path,
         binaries_ok=lambda: _etcd_binary_ok(etcd),
         build=lambda: _build_etcd(dirs, log_path, go_env(cache_dir, cgo=False)),
     )
@@ -212,8 +253,16 @@ def _build_lock(dirs: BuildDirs, what: str, timeout_s: float = BUILD_TIMEOUT_S) 
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _ensure_built(dirs: BuildDirs, binaries: list[Path], *, what: str, cold_duration: str, log_path: Path,
-                  binaries_ok: Callable[[], bool], build: Callable[[], None]) -> None:
+def _ensure_built(
+    dirs: BuildDirs,
+    binaries: list[Path],
+    *,
+    what: str,
+    cold_duration: str,
+    log_path: Path,
+    binaries_ok: Callable[[], bool],
+    build: Callable[[], None],
+) -> None:
     """Stamped → nothing to do (milliseconds). Else, under the lock: binaries that already report the
     pinned version are just stamped; otherwise build, verify the version, stamp."""
     if is_stamped(dirs.stamp) and all(binary.is_file() for binary in binaries):

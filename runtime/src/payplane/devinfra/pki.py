@@ -42,7 +42,10 @@ FRONT_PROXY_CLIENT = "front-proxy-client"
 # The apiserver is reached on loopback by tools and, in-cluster, by the service's first ClusterIP
 # (10.0.0.1 for --service-cluster-ip-range=10.0.0.0/24) under the well-known service DNS names.
 APISERVER_DNS_NAMES = (
-    "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+    "localhost",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
 APISERVER_IPS = ("127.0.0.1", "10.0.0.1")
@@ -69,16 +72,25 @@ class LeafSpec:
 # and scheduler identities are the ones the apiserver's bootstrap RBAC roles are bound to.
 LEAF_SPECS: dict[str, LeafSpec] = {
     APISERVER: LeafSpec(
-        "kube-apiserver", dns_names=APISERVER_DNS_NAMES, ip_addresses=APISERVER_IPS, server_auth=True,
+        "kube-apiserver",
+        dns_names=APISERVER_DNS_NAMES,
+        ip_addresses=APISERVER_IPS,
+        server_auth=True,
     ),
     ADMIN: LeafSpec("payplane-admin", organizations=("system:masters",), client_auth=True),
     CONTROLLER_MANAGER: LeafSpec(
-        "system:kube-controller-manager", dns_names=LOOPBACK_DNS_NAMES, ip_addresses=LOOPBACK_IPS,
-        server_auth=True, client_auth=True,
+        "system:kube-controller-manager",
+        dns_names=LOOPBACK_DNS_NAMES,
+        ip_addresses=LOOPBACK_IPS,
+        server_auth=True,
+        client_auth=True,
     ),
     SCHEDULER: LeafSpec(
-        "system:kube-scheduler", dns_names=LOOPBACK_DNS_NAMES, ip_addresses=LOOPBACK_IPS,
-        server_auth=True, client_auth=True,
+        "system:kube-scheduler",
+        dns_names=LOOPBACK_DNS_NAMES,
+        ip_addresses=LOOPBACK_IPS,
+        server_auth=True,
+        client_auth=True,
     ),
     FRONT_PROXY_CLIENT: LeafSpec(FRONT_PROXY_CLIENT, client_auth=True, issuer=FRONT_PROXY_CA),
 }
@@ -106,17 +118,24 @@ def _validity(now: datetime.datetime, validity_days: int) -> tuple[datetime.date
     return not_before, now + datetime.timedelta(days=validity_days)
 
 
-def new_ca(common_name: str = "payplane-local-ca", *, now: datetime.datetime | None = None,
-           validity_days: int = CERT_VALIDITY_DAYS) -> Issued:
+def new_ca(
+    common_name: str = "payplane-local-ca",
+    *,
+    now: datetime.datetime | None = None,
+    validity_days: int = CERT_VALIDITY_DAYS,
+) -> Issued:
     """A self-signed CA that may sign leaf certificates only (path length 0)."""
     key = _new_tls_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     not_before, not_after = _validity(now or _utc_now(), validity_days)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -128,8 +147,15 @@ def new_ca(common_name: str = "payplane-local-ca", *, now: datetime.datetime | N
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
     """ECDSA keys only sign (no key encipherment); only the CA signs certificates and CRLs."""
     return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
     )
 
 
@@ -154,8 +180,9 @@ def _extended_key_usage(spec: LeafSpec) -> x509.ExtendedKeyUsage:
     return x509.ExtendedKeyUsage(usages)
 
 
-def issue(ca: Issued, spec: LeafSpec, *, now: datetime.datetime | None = None,
-          validity_days: int = CERT_VALIDITY_DAYS) -> Issued:
+def issue(
+    ca: Issued, spec: LeafSpec, *, now: datetime.datetime | None = None, validity_days: int = CERT_VALIDITY_DAYS
+) -> Issued:
     """A leaf certificate for ``spec``, signed by ``ca``."""
     if not (spec.server_auth or spec.client_auth):
         raise ValueError(f"{spec.common_name}: a certificate needs server_auth, client_auth or both")
@@ -163,14 +190,18 @@ def issue(ca: Issued, spec: LeafSpec, *, now: datetime.datetime | None = None,
     not_before, not_after = _validity(now or _utc_now(), validity_days)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_subject(spec)).issuer_name(ca.cert.subject).public_key(key.public_key())
+        .subject_name(_subject(spec))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(_extended_key_usage(spec), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False,
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
         )
     )
     if spec.dns_names or spec.ip_addresses:
@@ -188,13 +219,16 @@ def cert_pem(cert: x509.Certificate) -> bytes:
 
 def key_pem(key: PrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
 
 
 def public_key_pem(key: rsa.RSAPrivateKey) -> bytes:
     return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
     )
 
 
@@ -238,8 +272,10 @@ class ClusterPki:
     def all_files(self) -> list[Path]:
         names = [*CERTIFICATE_AUTHORITIES, *LEAF_SPECS]
         return [
-            *(self.cert(name) for name in names), *(self.key(name) for name in names),
-            self.service_account_key, self.service_account_public_key,
+            *(self.cert(name) for name in names),
+            *(self.key(name) for name in names),
+            self.service_account_key,
+            self.service_account_public_key,
         ]
 
     def is_current(self, now: datetime.datetime | None = None) -> bool:

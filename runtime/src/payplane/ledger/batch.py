@@ -2,18 +2,25 @@
 
 The writer decodes a batch's records into commands, asks ``ids_to_load`` what to fetch, loads a
 ``Ledger`` with exactly those rows, and calls ``apply_batch``. The ``AppliedBatch`` holds everything the
-store persists in one transaction: new accounts, balance changes, refusals and the outcome messages for
-the payment worker (written to the outbox in the same transaction).
+store persists in one transaction: new accounts, balance changes (refusals included), the outcome
+messages for the payment worker, and the legs forwarded to other partitions (both through the outbox).
+Commands addressed to the wrong partition come back as ``misrouted`` for the dead-letter topic: a writer
+never touches another partition's accounts.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from payplane.ledger import legs
 from payplane.ledger.codec import RequestDecodeError, account_spec_from_dict, request_from_dict
 from payplane.ledger.engine import Ledger
-from payplane.ledger.model import Account, AccountSpec, BalanceChange, TransferRequest
+from payplane.ledger.model import Account, AccountSpec, BalanceChange, TransferMode, TransferRequest
+from payplane.ledger.results import TransferResult
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, TransferOutcome
+from payplane_contracts.partitions import transit_account_id
 
 Command = AccountSpec | TransferRequest
+PartitionOf = Callable[[str], int]
 
 
 def command_from_message(message: LedgerCommand) -> Command:
@@ -23,7 +30,7 @@ def command_from_message(message: LedgerCommand) -> Command:
     return request_from_dict(message.body)
 
 
-def ids_to_load(commands: list[Command]) -> tuple[set[str], set[str]]:
+def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[str]]:
     """(account ids, transfer ids) a batch may consult; pending transfers' accounts load in a second step."""
     account_ids: set[str] = set()
     transfer_ids: set[str] = set()
@@ -35,7 +42,23 @@ def ids_to_load(commands: list[Command]) -> tuple[set[str], set[str]]:
         if command.pending_id:
             transfer_ids.add(command.pending_id)
         account_ids.update(a for a in (command.debit_account_id, command.credit_account_id) if a)
+        if command.currency:
+            account_ids.add(transit_account_id(command.currency, partition))
     return account_ids, transfer_ids
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A leg for another partition's writer, sent through the outbox."""
+
+    partition: int
+    request: TransferRequest
+
+
+@dataclass(frozen=True)
+class Misrouted:
+    command: Command
+    reason: str
 
 
 @dataclass
@@ -43,28 +66,135 @@ class AppliedBatch:
     new_accounts: list[Account] = field(default_factory=list)
     changes: list[BalanceChange] = field(default_factory=list)
     outcomes: list[TransferOutcome] = field(default_factory=list)
+    forwards: list[Forward] = field(default_factory=list)
+    misrouted: list[Misrouted] = field(default_factory=list)
 
 
-def apply_batch(ledger: Ledger, commands: list[Command], *, partition: int, now_us: int) -> AppliedBatch:
+@dataclass
+class _BatchContext:
+    ledger: Ledger
+    partition: int
+    partition_of: PartitionOf
+    now_us: int
+    applied: AppliedBatch
+
+    def is_local(self, account_id: str) -> bool:
+        return self.partition_of(account_id) == self.partition
+
+    def outcome(self, transfer_id: str, result: str, payment_ref: str) -> None:
+        self.applied.outcomes.append(TransferOutcome(transfer_id, result, self.partition, self.now_us, payment_ref))
+
+    def ensure_transit(self, currency: str) -> None:
+        spec = legs.transit_spec(currency, self.partition)
+        if spec.id not in self.ledger.accounts and self.ledger.create_account(spec, self.now_us).succeeded:
+            self.applied.new_accounts.append(self.ledger.accounts[spec.id])
+
+    def apply(self, request: TransferRequest) -> TransferResult:
+        result, change = self.ledger.apply(request, self.now_us)
+        self.applied.changes.append(change)
+        return result
+
+
+def apply_batch(
+    ledger: Ledger, commands: list[Command], *, partition: int, partition_of: PartitionOf, now_us: int
+) -> AppliedBatch:
     """Apply commands in order (the order Kafka delivered them for this partition)."""
-    applied = AppliedBatch()
+    ctx = _BatchContext(ledger, partition, partition_of, now_us, AppliedBatch())
     for command in commands:
         if isinstance(command, AccountSpec):
-            if ledger.create_account(command, now_us).value == "ok":
-                applied.new_accounts.append(ledger.accounts[command.id])
-            continue
-        result, change = ledger.apply(command, now_us)
-        applied.changes.append(change)
-        applied.outcomes.append(
-            TransferOutcome(
-                transfer_id=command.id,
-                result=result.value,
-                partition=partition,
-                applied_at_us=now_us,
-                payment_ref=command.payment_ref,
-            )
+            _create_account(ctx, command)
+        else:
+            _route_transfer(ctx, command)
+    return ctx.applied
+
+
+def _create_account(ctx: _BatchContext, spec: AccountSpec) -> None:
+    if spec.id and not ctx.is_local(spec.id):
+        ctx.applied.misrouted.append(
+            Misrouted(spec, f"account {spec.id} belongs to partition {ctx.partition_of(spec.id)}")
         )
-    return applied
+        return
+    if ctx.ledger.create_account(spec, ctx.now_us).value == "ok":
+        ctx.applied.new_accounts.append(ctx.ledger.accounts[spec.id])
 
 
-__all__ = ["AppliedBatch", "Command", "RequestDecodeError", "apply_batch", "command_from_message", "ids_to_load"]
+def _route_transfer(ctx: _BatchContext, request: TransferRequest) -> None:
+    resolving = request.mode in (TransferMode.POST_PENDING, TransferMode.VOID_PENDING)
+    if resolving:
+        _resolve(ctx, request)
+    elif legs.is_generated_leg(request):
+        _apply_incoming_leg(ctx, request)
+    elif request.debit_account_id and not ctx.is_local(request.debit_account_id):
+        owner = ctx.partition_of(request.debit_account_id)
+        ctx.applied.misrouted.append(Misrouted(request, f"debit account belongs to partition {owner}"))
+    elif request.credit_account_id and not ctx.is_local(request.credit_account_id):
+        _apply_first_leg(ctx, request)
+    else:
+        result = ctx.apply(request)
+        ctx.outcome(request.id, result.value, request.payment_ref)
+
+
+def _apply_first_leg(ctx: _BatchContext, request: TransferRequest) -> None:
+    """Debtor → transit here; a posted first leg forwards the credit leg, whose writer reports the outcome."""
+    if request.currency:
+        ctx.ensure_transit(request.currency)
+    first = legs.first_leg(request, ctx.partition)
+    result = ctx.apply(first)
+    if request.mode is TransferMode.POSTED and result.succeeded:
+        if result is TransferResult.OK:
+            _forward_credit_leg(ctx, request.id, first, request.amount_minor or 0)
+        return
+    ctx.outcome(request.id, result.value, request.payment_ref)
+
+
+def _resolve(ctx: _BatchContext, request: TransferRequest) -> None:
+    """Post or void a hold; posting a cross-partition hold forwards the posted amount as a credit leg."""
+    pending = ctx.ledger.transfers.get(request.pending_id)
+    result = ctx.apply(request)
+    forwarding = pending is not None and bool(pending.request.forward_to)
+    if forwarding and request.mode is TransferMode.POST_PENDING and result.succeeded:
+        if result is TransferResult.OK and pending is not None:
+            posted = ctx.ledger.transfers[request.id].amount_minor
+            _forward_credit_leg(ctx, request.id, pending.request, posted)
+        return
+    ctx.outcome(request.id, result.value, request.payment_ref)
+
+
+def _forward_credit_leg(ctx: _BatchContext, resolved_id: str, first: TransferRequest, amount_minor: int) -> None:
+    creditor_partition = ctx.partition_of(first.forward_to)
+    ctx.applied.forwards.append(
+        Forward(creditor_partition, legs.credit_leg(resolved_id, first, amount_minor, creditor_partition))
+    )
+
+
+def _apply_incoming_leg(ctx: _BatchContext, request: TransferRequest) -> None:
+    """A credit leg or a reversal arriving from another partition: transit here → local account."""
+    if not ctx.is_local(request.credit_account_id):
+        owner = ctx.partition_of(request.credit_account_id)
+        ctx.applied.misrouted.append(Misrouted(request, f"credit account belongs to partition {owner}"))
+        return
+    ctx.ensure_transit(request.currency)
+    result = ctx.apply(request)
+    origin = legs.origin_id(request.id)
+    if result.succeeded:
+        is_reversal = request.kind.value == "reversal"
+        ctx.outcome(origin, request.user_data if is_reversal else TransferResult.OK.value, request.payment_ref)
+    elif request.reverse_to:
+        debtor_partition = ctx.partition_of(request.reverse_to)
+        ctx.applied.forwards.append(Forward(debtor_partition, legs.reversal(request, result.value, debtor_partition)))
+    else:
+        # a reversal refused (the debtor's account was closed meanwhile): the money stays in transit,
+        # visible to `ledger verify`, and the outcome says so
+        ctx.outcome(origin, f"reversal_refused:{result.value}", request.payment_ref)
+
+
+__all__ = [
+    "AppliedBatch",
+    "Command",
+    "Forward",
+    "Misrouted",
+    "RequestDecodeError",
+    "apply_batch",
+    "command_from_message",
+    "ids_to_load",
+]

@@ -25,6 +25,7 @@ from payplane.ledger.model import (
     EntrySide,
     PendingState,
     Transfer,
+    TransferKind,
     TransferMode,
     TransferRequest,
 )
@@ -217,6 +218,9 @@ def _status_refusal(account: Account) -> TransferResult | None:
 def _check_accounts(request: TransferRequest, debit: Account, credit: Account) -> TransferResult | None:
     if not (request.currency == debit.currency == credit.currency):
         return R.CURRENCY_MISMATCH
+    if request.kind is TransferKind.REVERSAL and credit.status is AccountStatus.FROZEN:
+        # returning money that never arrived may reach a frozen account: it cannot leave from there
+        return _status_refusal(debit)
     return _status_refusal(debit) or _status_refusal(credit)
 
 

@@ -122,6 +122,10 @@ class TransferRequest:
     kind: TransferKind = TransferKind.PAYMENT
     payment_ref: str = ""
     user_data: str = ""
+    # Cross-partition legs (see payplane.ledger.legs): a first leg remembers the real creditor, a credit
+    # leg the debtor to return the money to if it is refused.
+    forward_to: str = ""
+    reverse_to: str = ""
 
 
 @dataclass

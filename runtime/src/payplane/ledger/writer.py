@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from payplane.faults import crash_point
-from payplane.ledger.batch import Command, apply_batch, command_from_message, ids_to_load
+from payplane.ledger.batch import Command, Forward, PartitionOf, apply_batch, command_from_message, ids_to_load
 from payplane.ledger.codec import RequestDecodeError
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import Account, BalanceChange
@@ -63,6 +63,7 @@ class PartitionBatch:
     new_accounts: list[Account]
     changes: list[BalanceChange]
     outcomes: list[TransferOutcome]
+    forwards: list[Forward]
     next_offset: tuple[str, int, int]  # topic, kafka partition, offset to read next
 
 
@@ -86,6 +87,7 @@ class LedgerWriter:
         writer_id: str,
         store: LedgerStore,
         log_: CommandLog,
+        partition_of: PartitionOf,
         batch_records_max: int = BATCH_RECORDS_MAX,
     ) -> None:
         self.topic = topic
@@ -96,6 +98,7 @@ class LedgerWriter:
         self.epochs: dict[int, int] = {}
         self.applied_records = 0
         self.batch_records_max = batch_records_max
+        self.partition_of = partition_of
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -133,15 +136,21 @@ class LedgerWriter:
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
 
     async def _apply_partition(self, partition: int, records: list[CommandRecord], attempts: int) -> None:
+        record_of: dict[int, CommandRecord] = {}
         commands: list[Command] = []
         for record in records:
             command = await self._decode_or_dead_letter(record, attempts)
             if command is not None:
                 commands.append(command)
-        account_ids, transfer_ids = ids_to_load(commands)
+                record_of[id(command)] = record
+        account_ids, transfer_ids = ids_to_load(commands, partition)
         ledger = await self.store.load(account_ids, transfer_ids)
         now_us = _now_us()
-        applied = apply_batch(ledger, commands, partition=partition, now_us=now_us)
+        applied = apply_batch(ledger, commands, partition=partition, partition_of=self.partition_of, now_us=now_us)
+        for misrouted in applied.misrouted:
+            await self.commands.dead_letter(
+                record_of[id(misrouted.command)], f"misrouted: {misrouted.reason}", attempts
+            )
         batch = PartitionBatch(
             partition=partition,
             epoch=self.epochs[partition],
@@ -149,6 +158,7 @@ class LedgerWriter:
             new_accounts=applied.new_accounts,
             changes=applied.changes,
             outcomes=applied.outcomes,
+            forwards=applied.forwards,
             next_offset=(self.topic, partition, records[-1].offset + 1),
         )
         await self.store.persist(batch, ledger)

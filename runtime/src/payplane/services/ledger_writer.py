@@ -93,6 +93,7 @@ async def run(config: WriterConfig) -> int:
         writer_id=config.writer_id,
         store=store,
         log_=commands,
+        partition_of=PartitionOf(config.partition_count),
         batch_records_max=config.batch_records_max,
     )
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-shard")

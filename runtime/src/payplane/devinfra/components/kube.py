@@ -109,20 +109,29 @@ class Kubernetes(Component):
 
     def ports(self) -> list[int]:
         ports = self.settings.ports
-        return [ports.etcd_client, ports.etcd_peer, ports.kube_apiserver, ports.kube_controller_manager,
-                ports.kube_scheduler]
+        return [
+            ports.etcd_client,
+            ports.etcd_peer,
+            ports.kube_apiserver,
+            ports.kube_controller_manager,
+            ports.kube_scheduler,
+        ]
 
     def _etcd_argv(self) -> list[str]:
         client_url = f"http://127.0.0.1:{self.settings.ports.etcd_client}"
         peer_url = f"http://127.0.0.1:{self.settings.ports.etcd_peer}"
         return [
-            str(etcd_dirs(self.settings.cache_dir).bin / "etcd"), "--name=payplane",
+            str(etcd_dirs(self.settings.cache_dir).bin / "etcd"),
+            "--name=payplane",
             f"--data-dir={self.kube_dir / 'etcd'}",
-            f"--listen-client-urls={client_url}", f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
             f"--initial-cluster=payplane={peer_url}",
             # a dev cluster trades crash durability for speed: fsync dominates etcd latency on slow disks
-            "--unsafe-no-fsync", "--log-level=warn",
+            "--unsafe-no-fsync",
+            "--log-level=warn",
         ]
 
     def _apiserver_argv(self) -> list[str]:
@@ -130,10 +139,14 @@ class Kubernetes(Component):
         return [
             self._binary("kube-apiserver"),
             f"--etcd-servers=http://127.0.0.1:{self.settings.ports.etcd_client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
             f"--secure-port={self.settings.ports.kube_apiserver}",
-            f"--tls-cert-file={pki.cert(APISERVER)}", f"--tls-private-key-file={pki.key(APISERVER)}",
-            f"--client-ca-file={pki.ca_cert}", "--authorization-mode=RBAC", "--allow-privileged=true",
+            f"--tls-cert-file={pki.cert(APISERVER)}",
+            f"--tls-private-key-file={pki.key(APISERVER)}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_public_key}",
@@ -153,7 +166,8 @@ class Kubernetes(Component):
         return [
             f"--requestheader-client-ca-file={pki.cert(FRONT_PROXY_CA)}",
             f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
-            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
             "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             f"--proxy-client-cert-file={pki.cert(FRONT_PROXY_CLIENT)}",
             f"--proxy-client-key-file={pki.key(FRONT_PROXY_CLIENT)}",
@@ -163,12 +177,16 @@ class Kubernetes(Component):
         """Flags KCM and the scheduler share: identity, delegated authn/authz, TLS health port."""
         kubeconfig = self._kubeconfig(identity)
         return [
-            f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             f"--authorization-always-allow-paths={ALWAYS_ALLOWED_PATHS}",
-            "--bind-address=127.0.0.1", f"--secure-port={port}",
-            f"--tls-cert-file={self.pki.cert(identity)}", f"--tls-private-key-file={self.pki.key(identity)}",
-            "--leader-elect=false", "--profiling=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--tls-cert-file={self.pki.cert(identity)}",
+            f"--tls-private-key-file={self.pki.key(identity)}",
+            "--leader-elect=false",
+            "--profiling=false",
         ]
 
     def _controller_manager_argv(self) -> list[str]:
@@ -176,9 +194,12 @@ class Kubernetes(Component):
         return [
             self._binary("kube-controller-manager"),
             *self._component_flags(CONTROLLER_MANAGER, self.settings.ports.kube_controller_manager),
-            "--controllers=*", "--use-service-account-credentials=true",
-            f"--root-ca-file={pki.ca_cert}", f"--service-account-private-key-file={pki.service_account_key}",
-            f"--cluster-signing-cert-file={pki.ca_cert}", f"--cluster-signing-key-file={pki.ca_key}",
+            "--controllers=*",
+            "--use-service-account-credentials=true",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--service-account-private-key-file={pki.service_account_key}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         ]
 
@@ -195,12 +216,19 @@ class Kubernetes(Component):
         ports = self.settings.ports
         return [
             Stage(self.process("etcd", self._etcd_argv()), self._etcd_healthy, ETCD_START_TIMEOUT_S),
-            Stage(self.process("kube-apiserver", self._apiserver_argv()), self._apiserver_ready,
-                  APISERVER_START_TIMEOUT_S),
-            Stage(self.process("kube-controller-manager", self._controller_manager_argv()),
-                  lambda: self._component_healthy(ports.kube_controller_manager), CONTROLLER_START_TIMEOUT_S),
-            Stage(self.process("kube-scheduler", self._scheduler_argv()),
-                  lambda: self._component_healthy(ports.kube_scheduler), CONTROLLER_START_TIMEOUT_S),
+            Stage(
+                self.process("kube-apiserver", self._apiserver_argv()), self._apiserver_ready, APISERVER_START_TIMEOUT_S
+            ),
+            Stage(
+                self.process("kube-controller-manager", self._controller_manager_argv()),
+                lambda: self._component_healthy(ports.kube_controller_manager),
+                CONTROLLER_START_TIMEOUT_S,
+            ),
+            Stage(
+                self.process("kube-scheduler", self._scheduler_argv()),
+                lambda: self._component_healthy(ports.kube_scheduler),
+                CONTROLLER_START_TIMEOUT_S,
+            ),
         ]
 
     def _etcd_healthy(self) -> bool:
@@ -218,9 +246,7 @@ class Kubernetes(Component):
 
     def _component_healthy(self, port: int) -> bool:
         """/healthz over TLS, verified against our CA (the certificate is the one we issued)."""
-        return _quietly(
-            lambda: https_says_ok(f"https://127.0.0.1:{port}/healthz", self._tls_context(as_admin=False))
-        )
+        return _quietly(lambda: https_says_ok(f"https://127.0.0.1:{port}/healthz", self._tls_context(as_admin=False)))
 
     def healthy(self) -> bool:
         return all(stage.probe() for stage in self._stages())
@@ -232,8 +258,12 @@ class Kubernetes(Component):
             say(f"{self.name}: generated a local CA and certificates in {pki.directory}")
         for identity in (ADMIN, CONTROLLER_MANAGER, SCHEDULER):
             write_kubeconfig(
-                self._kubeconfig(identity), server_url=self.apiserver_url, ca_cert=pki.ca_cert,
-                client_cert=pki.cert(identity), client_key=pki.key(identity), user=identity,
+                self._kubeconfig(identity),
+                server_url=self.apiserver_url,
+                ca_cert=pki.ca_cert,
+                client_cert=pki.cert(identity),
+                client_key=pki.key(identity),
+                user=identity,
             )
         (self.kube_dir / "etcd").mkdir(parents=True, exist_ok=True, mode=0o700)
 
