@@ -1,0 +1,118 @@
+"""Two ledger writers (one per partition) on real Kafka and PostgreSQL, joined by the outbox relay:
+a cross-partition payment completes, a refused one is reversed, and each gets one final outcome."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from payplane.adapters.ledger_verify import verify
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.ledger.codec import account_spec_to_dict, request_to_dict
+from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
+from payplane.ledger.writer import LedgerWriter
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.partitions import ledger_partition_for_account
+from payplane_contracts.topics import RailTopics
+from tests.integration.conftest import Infra
+
+PARTITIONS = 2
+GROUP = "ledger-writer"
+CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
+partition_of = PartitionOf(PARTITIONS)
+
+
+def _name_on(partition: int, prefix: str) -> str:
+    return next(f"{prefix}-{i}" for i in range(1000) if ledger_partition_for_account(f"{prefix}-{i}", PARTITIONS) == partition)
+
+
+PAYER, MERCHANT, FROZEN = _name_on(0, "payer"), _name_on(1, "merchant"), _name_on(1, "frozen")
+
+
+@pytest.fixture
+async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
+    topics = RailTopics(f"xp-{uuid.uuid4().hex[:8]}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
+    await admin.start()
+    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(GROUP)]
+    await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    try:
+        yield topics
+    finally:
+        await admin.delete_topics(names)
+        await admin.close()
+
+
+async def _send(bootstrap: str, topic: str, commands: list[tuple[int, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, value in commands:
+            await producer.send_and_wait(topic, value, partition=partition)
+    finally:
+        await producer.stop()
+
+
+def _account(spec: AccountSpec) -> tuple[int, bytes]:
+    return partition_of(spec.id), encode_command(LedgerCommand(CommandType.CREATE_ACCOUNT, account_spec_to_dict(spec)))
+
+
+def _transfer(request: TransferRequest) -> tuple[int, bytes]:
+    payload = encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(request)))
+    return partition_of(request.debit_account_id), payload
+
+
+async def test_two_writers_settle_cross_partition_payments(infra: Infra, rail: RailTopics, shard: asyncpg.Connection,
+                                                            shard_dsn: str) -> None:
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    world = _name_on(0, "world")
+    await _send(bootstrap, rail.ledger_commands, [
+        _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
+        _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
+        _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
+        _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+        _transfer(TransferRequest("pay-ok", TransferMode.POSTED, PAYER, MERCHANT, 300, "EUR")),
+        _transfer(TransferRequest("pay-missing", TransferMode.POSTED, PAYER, FROZEN, 200, "EUR")),
+    ])
+    writers, logs = [], []
+    for partition in range(PARTITIONS):
+        log = KafkaCommandLog(bootstrap, rail, GROUP, [partition])
+        await log.start()
+        store = PostgresLedgerStore(shard_dsn, rail, partition_of)
+        writer = LedgerWriter(topic=rail.ledger_commands, partitions=[partition], writer_id=f"w{partition}",
+                              store=store, log_=log, partition_of=partition_of)
+        await writer.start()
+        writers.append(writer)
+        logs.append(log)
+    relay = OutboxRelay(shard_dsn, bootstrap, source="xp", safety_poll_s=1.0)
+    relay_task = asyncio.create_task(relay.run())
+    try:
+        outcomes: dict[str, str] = {}
+        for _ in range(200):
+            for writer in writers:
+                await writer.run_once()
+            rows = await shard.fetch("select payload from outbox where topic = $1", rail.ledger_results)
+            outcomes = {o.transfer_id: o.result for o in (decode_outcome(r["payload"]) for r in rows)}
+            if {"pay-ok", "pay-missing"} <= outcomes.keys():
+                break
+        else:
+            pytest.fail(f"cross-partition outcomes did not arrive; got {outcomes}")
+    finally:
+        relay.stop()
+        await relay_task
+        for log in logs:
+            await log.stop()
+    assert outcomes["pay-ok"] == "ok"
+    assert outcomes["pay-missing"] == "credit_account_not_found"
+    balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert balances[PAYER] == 700
+    assert balances[MERCHANT] == 300
+    in_transit = sum(v for k, v in balances.items() if k.startswith("~transit:"))
+    assert in_transit == 0
+    report = await verify(shard)
+    assert report.passed, report.render()
