@@ -28,7 +28,9 @@ partition_of = PartitionOf(PARTITIONS)
 
 
 def _name_on(partition: int, prefix: str) -> str:
-    return next(f"{prefix}-{i}" for i in range(1000) if ledger_partition_for_account(f"{prefix}-{i}", PARTITIONS) == partition)
+    return next(
+        f"{prefix}-{i}" for i in range(1000) if ledger_partition_for_account(f"{prefix}-{i}", PARTITIONS) == partition
+    )
 
 
 PAYER, MERCHANT, FROZEN = _name_on(0, "payer"), _name_on(1, "merchant"), _name_on(1, "frozen")
@@ -67,25 +69,36 @@ def _transfer(request: TransferRequest) -> tuple[int, bytes]:
     return partition_of(request.debit_account_id), payload
 
 
-async def test_two_writers_settle_cross_partition_payments(infra: Infra, rail: RailTopics, shard: asyncpg.Connection,
-                                                            shard_dsn: str) -> None:
+async def test_two_writers_settle_cross_partition_payments(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
     bootstrap = infra["KAFKA_BOOTSTRAP"]
     world = _name_on(0, "world")
-    await _send(bootstrap, rail.ledger_commands, [
-        _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
-        _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
-        _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
-        _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
-        _transfer(TransferRequest("pay-ok", TransferMode.POSTED, PAYER, MERCHANT, 300, "EUR")),
-        _transfer(TransferRequest("pay-missing", TransferMode.POSTED, PAYER, FROZEN, 200, "EUR")),
-    ])
+    await _send(
+        bootstrap,
+        rail.ledger_commands,
+        [
+            _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
+            _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
+            _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
+            _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+            _transfer(TransferRequest("pay-ok", TransferMode.POSTED, PAYER, MERCHANT, 300, "EUR")),
+            _transfer(TransferRequest("pay-missing", TransferMode.POSTED, PAYER, FROZEN, 200, "EUR")),
+        ],
+    )
     writers, logs = [], []
     for partition in range(PARTITIONS):
         log = KafkaCommandLog(bootstrap, rail, GROUP, [partition])
         await log.start()
         store = PostgresLedgerStore(shard_dsn, rail, partition_of)
-        writer = LedgerWriter(topic=rail.ledger_commands, partitions=[partition], writer_id=f"w{partition}",
-                              store=store, log_=log, partition_of=partition_of)
+        writer = LedgerWriter(
+            topic=rail.ledger_commands,
+            partitions=[partition],
+            writer_id=f"w{partition}",
+            store=store,
+            log_=log,
+            partition_of=partition_of,
+        )
         await writer.start()
         writers.append(writer)
         logs.append(log)

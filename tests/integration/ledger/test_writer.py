@@ -1,7 +1,9 @@
 """The ledger writer against real Kafka and PostgreSQL: batches applied once, bad records
 dead-lettered with their reason, positions resumed from the database, stale writers fenced."""
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -163,3 +165,30 @@ async def test_writer_applies_dead_letters_resumes_and_fences(
     finally:
         await stale_log.stop()
     assert await shard.fetchval("select count(*) from transfers") == 2
+
+
+async def test_holds_expire_on_their_own(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    commands = [
+        *COMMANDS[:4],
+        _transfer(
+            TransferRequest("hold", TransferMode.PENDING, "alice", "bob", 250, "EUR", timeout_s=1, payment_ref="pi_h")
+        ),
+    ]
+    await _produce(bootstrap, rail.ledger_commands, commands)
+    writer, log = await _writer(infra, rail, shard_dsn, "writer-expiry")
+    try:
+        await _drain(writer, len(commands))
+        assert await shard.fetchval("select debits_pending_minor from accounts where id = 'alice'") == 250
+        await asyncio.sleep(1.1)
+        assert await writer.expire_due_holds(0, time.time_ns() // 1000) == 1
+        assert await writer.expire_due_holds(0, time.time_ns() // 1000) == 0, "a hold expires once"
+    finally:
+        await log.stop()
+    assert await shard.fetchval("select pending_state from transfers where id = 'hold'") == "expired"
+    assert await shard.fetchval("select debits_pending_minor from accounts where id = 'alice'") == 0
+    rows = await shard.fetch("select payload from outbox order by id")
+    last = decode_outcome(rows[-1]["payload"])
+    assert (last.transfer_id, last.result, last.payment_ref) == ("hold", "expired", "pi_h")

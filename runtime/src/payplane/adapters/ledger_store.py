@@ -325,3 +325,16 @@ async def consumed_positions(conn: asyncpg.Connection, topic: str, partitions: S
     )
     found = {r["kafka_partition"]: r["next_offset"] for r in rows}
     return {p: found.get(p, 0) for p in partitions}
+
+
+async def due_holds(conn: asyncpg.Connection, partition: int, now_us: int, limit: int) -> list[str]:
+    """Pending transfers of ``partition`` whose timeout has passed, oldest first."""
+    rows = await conn.fetch(
+        """select id from transfers
+           where partition = $1 and pending_state = 'pending' and expires_at_us <= $2
+           order by expires_at_us limit $3""",
+        partition,
+        now_us,
+        limit,
+    )
+    return [r["id"] for r in rows]

@@ -69,6 +69,10 @@ class PostgresLedgerStore:
         async with self._connection() as conn:
             return await ledger_store.load_ledger(conn, account_ids, transfer_ids)
 
+    async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]:
+        async with self._connection() as conn:
+            return await ledger_store.due_holds(conn, partition, now_us, limit)
+
     async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None:
         outcome = ledger_store.BatchOutcome(
             partition=batch.partition,
@@ -76,7 +80,7 @@ class PostgresLedgerStore:
             now_us=batch.now_us,
             new_accounts=batch.new_accounts,
             changes=batch.changes,
-            offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]},
+            offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]} if batch.next_offset else {},
             outbox=[
                 *(
                     ledger_store.OutboxMessage(

@@ -30,6 +30,8 @@ BATCH_RECORDS_MAX: Final = 2000
 FETCH_TIMEOUT_MS: Final = 100
 RETRY_BACKOFF_S_MIN: Final = 0.05
 RETRY_BACKOFF_S_MAX: Final = 5.0
+EXPIRY_SWEEP_INTERVAL_S: Final = 1.0
+EXPIRED_HOLDS_PER_SWEEP_MAX: Final = 1000
 
 
 class TransientError(Exception):
@@ -64,13 +66,14 @@ class PartitionBatch:
     changes: list[BalanceChange]
     outcomes: list[TransferOutcome]
     forwards: list[Forward]
-    next_offset: tuple[str, int, int]  # topic, kafka partition, offset to read next
+    next_offset: tuple[str, int, int] | None  # topic, kafka partition, offset to read next (None: no records)
 
 
 class LedgerStore(Protocol):
     async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]: ...
     async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
     async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger: ...
+    async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]: ...
     async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None: ...
 
 
@@ -99,6 +102,7 @@ class LedgerWriter:
         self.applied_records = 0
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
+        self._next_sweep_at = 0.0
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -114,7 +118,27 @@ class LedgerWriter:
         for partition, partition_records in sorted(by_partition.items()):
             await self._with_retries(partition, partition_records)
         self.applied_records += len(records)
+        if time.monotonic() >= self._next_sweep_at:
+            self._next_sweep_at = time.monotonic() + EXPIRY_SWEEP_INTERVAL_S
+            for partition in self.partitions:
+                await self.expire_due_holds(partition, _now_us())
         return len(records)
+
+    async def expire_due_holds(self, partition: int, now_us: int) -> int:
+        """Release holds whose timeout has passed (one transaction per sweep); returns how many."""
+        due = await self.store.due_holds(partition, now_us, EXPIRED_HOLDS_PER_SWEEP_MAX)
+        if not due:
+            return 0
+        ledger = await self.store.load(set(), set(due))
+        changes = [c for c in (ledger.expire(hold_id, now_us) for hold_id in due) if c is not None]
+        outcomes = [
+            TransferOutcome(c.pending_resolved.id, "expired", partition, now_us, c.pending_resolved.request.payment_ref)
+            for c in changes
+            if c.pending_resolved is not None
+        ]
+        batch = PartitionBatch(partition, self.epochs[partition], now_us, [], changes, outcomes, [], None)
+        await self.store.persist(batch, ledger)
+        return len(changes)
 
     async def _with_retries(self, partition: int, records: list[CommandRecord]) -> None:
         backoff_s = RETRY_BACKOFF_S_MIN
