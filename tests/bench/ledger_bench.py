@@ -12,6 +12,9 @@ Each run ends with ``ledger verify``; a run whose invariants fail is reported as
 
 import argparse
 import asyncio
+import cProfile
+import os
+import pstats
 import json
 import random
 import time
@@ -162,10 +165,16 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
         batch_records_max=batch,
     )
     await writer.start()
+    profiler = cProfile.Profile() if os.environ.get("PAYPLANE_BENCH_PROFILE") else None
     started = time.perf_counter()
+    if profiler:
+        profiler.enable()
     while writer.applied_records < count:
         await writer.run_once()
     elapsed = time.perf_counter() - started
+    if profiler:
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     await log.stop()
     await store.close()
     await admin.delete_topics(names)

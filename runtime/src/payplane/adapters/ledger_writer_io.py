@@ -23,14 +23,23 @@ from payplane_contracts.topics import RailTopics
 _TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError)
 
 
+MEMO_ENTRIES_MAX = 500_000
+
+
 class PartitionOf:
     """Which ledger partition each account of a loaded ledger lives on."""
 
     def __init__(self, partition_count: int) -> None:
         self.partition_count = partition_count
+        self._memo: dict[str, int] = {}
 
     def __call__(self, account_id: str) -> int:
-        return ledger_partition_for_account(account_id, self.partition_count)
+        partition = self._memo.get(account_id)
+        if partition is None:
+            if len(self._memo) > MEMO_ENTRIES_MAX:
+                self._memo.clear()
+            partition = self._memo[account_id] = ledger_partition_for_account(account_id, self.partition_count)
+        return partition
 
     def mapping(self, ledger: Ledger) -> dict[str, int]:
         return {a: self(a) for a in ledger.accounts}

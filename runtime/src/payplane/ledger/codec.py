@@ -12,10 +12,10 @@ from payplane.ledger.model import AccountFlags, AccountSpec, TransferKind, Trans
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
-_INT_FIELDS = {"timeout_s"}
-_OPTIONAL_INT_FIELDS = {"amount_minor"}
-_ENUM_FIELDS: dict[str, type[TransferMode] | type[TransferKind]] = {"mode": TransferMode, "kind": TransferKind}
-_FIELD_NAMES = {f.name for f in fields(TransferRequest)}
+_FIELD_ORDER: tuple[str, ...] = tuple(f.name for f in fields(TransferRequest))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
+_MODES = {m.value: m for m in TransferMode}
+_KINDS = {k.value: k for k in TransferKind}
 
 
 class RequestDecodeError(ValueError):
@@ -25,43 +25,52 @@ class RequestDecodeError(ValueError):
 
 
 def request_to_dict(request: TransferRequest) -> dict[str, Any]:
-    return {f.name: getattr(request, f.name) for f in fields(TransferRequest)}
+    return {name: getattr(request, name) for name in _FIELD_ORDER}
 
 
 def request_from_dict(raw: object) -> TransferRequest:
+    """Strict and table-driven: this runs once per ledger command, so it stays lean."""
     if not isinstance(raw, dict):
         raise RequestDecodeError("(request)", "must be a JSON object")
-    unknown = sorted(set(raw) - _FIELD_NAMES)
-    if unknown:
-        raise RequestDecodeError(unknown[0], "unknown field")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        values[name] = _decode_field(name, value)
-    for required in ("id", "mode"):
-        if required not in values:
-            raise RequestDecodeError(required, "is required")
-    return TransferRequest(**values)
+    if not raw.keys() <= _FIELD_NAMES:
+        raise RequestDecodeError(sorted(raw.keys() - _FIELD_NAMES)[0], "unknown field")
+    if "id" not in raw or "mode" not in raw:
+        raise RequestDecodeError("id" if "id" not in raw else "mode", "is required")
+    return TransferRequest(**{name: _DECODERS[name](name, value) for name, value in raw.items()})
 
 
-def _decode_field(name: str, value: object) -> object:
-    if name in _ENUM_FIELDS:
-        enum_type = _ENUM_FIELDS[name]
-        if not isinstance(value, str):
-            raise RequestDecodeError(name, "must be a string")
-        try:
-            return enum_type(value)
-        except ValueError:
-            allowed = ", ".join(member.value for member in enum_type)
-            raise RequestDecodeError(name, f"must be one of {allowed}") from None
-    if name in _INT_FIELDS or name in _OPTIONAL_INT_FIELDS:
-        if value is None and name in _OPTIONAL_INT_FIELDS:
-            return None
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RequestDecodeError(name, "must be an integer (minor units; never a float)")
-        return value
-    if not isinstance(value, str):
+def _enum_decoder(members: dict[str, Any]) -> Any:
+    def decode(name: str, value: object) -> object:
+        member = members.get(value) if isinstance(value, str) else None
+        if member is None:
+            raise RequestDecodeError(name, f"must be one of {', '.join(members)}")
+        return member
+
+    return decode
+
+
+def _decode_int(name: str, value: object) -> object:
+    if type(value) is not int:  # bool is an int subclass, and floats never carry money
+        raise RequestDecodeError(name, "must be an integer (minor units; never a float)")
+    return value
+
+
+def _decode_optional_int(name: str, value: object) -> object:
+    return None if value is None else _decode_int(name, value)
+
+
+def _decode_str(name: str, value: object) -> object:
+    if type(value) is not str:
         raise RequestDecodeError(name, "must be a string")
     return value
+
+
+_DECODERS: dict[str, Any] = dict.fromkeys(_FIELD_ORDER, _decode_str) | {
+    "mode": _enum_decoder(_MODES),
+    "kind": _enum_decoder(_KINDS),
+    "amount_minor": _decode_optional_int,
+    "timeout_s": _decode_int,
+}
 
 
 _ACCOUNT_FIELDS = {"id", "currency", "owner", "flags", "overdraft_limit_minor"}

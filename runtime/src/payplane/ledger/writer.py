@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from payplane.faults import crash_point
+from payplane.ledger.account_cache import AccountCache
 from payplane.ledger.batch import Command, Forward, PartitionOf, apply_batch, command_from_message, ids_to_load
 from payplane.ledger.codec import RequestDecodeError
 from payplane.ledger.engine import Ledger
@@ -103,6 +104,7 @@ class LedgerWriter:
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
         self._next_sweep_at = 0.0
+        self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -129,16 +131,28 @@ class LedgerWriter:
         due = await self.store.due_holds(partition, now_us, EXPIRED_HOLDS_PER_SWEEP_MAX)
         if not due:
             return 0
-        ledger = await self.store.load(set(), set(due))
-        changes = [c for c in (ledger.expire(hold_id, now_us) for hold_id in due) if c is not None]
-        outcomes = [
-            TransferOutcome(c.pending_resolved.id, "expired", partition, now_us, c.pending_resolved.request.payment_ref)
-            for c in changes
-            if c.pending_resolved is not None
-        ]
-        batch = PartitionBatch(partition, self.epochs[partition], now_us, [], changes, outcomes, [], None)
-        await self.store.persist(batch, ledger)
+        ledger = await self._load(set(), set(due))
+        try:
+            changes = [c for c in (ledger.expire(hold_id, now_us) for hold_id in due) if c is not None]
+            outcomes = [
+                TransferOutcome(
+                    c.pending_resolved.id, "expired", partition, now_us, c.pending_resolved.request.payment_ref
+                )
+                for c in changes
+                if c.pending_resolved is not None
+            ]
+            batch = PartitionBatch(partition, self.epochs[partition], now_us, [], changes, outcomes, [], None)
+            await self.store.persist(batch, ledger)
+        except BaseException:
+            self.cache.clear()  # the in-memory accounts may be ahead of the database now
+            raise
+        self.cache.remember(ledger)
         return len(changes)
+
+    async def _load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
+        ledger = await self.store.load(self.cache.missing(account_ids), transfer_ids)
+        self.cache.fill(ledger, account_ids)
+        return ledger
 
     async def _with_retries(self, partition: int, records: list[CommandRecord]) -> None:
         backoff_s = RETRY_BACKOFF_S_MIN
@@ -168,7 +182,32 @@ class LedgerWriter:
                 commands.append(command)
                 record_of[id(command)] = record
         account_ids, transfer_ids = ids_to_load(commands, partition)
-        ledger = await self.store.load(account_ids, transfer_ids)
+        ledger = await self._load(account_ids, transfer_ids)
+        try:
+            await self._decide_and_persist(
+                partition=partition,
+                records=records,
+                commands=commands,
+                record_of=record_of,
+                ledger=ledger,
+                attempts=attempts,
+            )
+        except BaseException:
+            self.cache.clear()  # the in-memory accounts may be ahead of the database now
+            raise
+        self.cache.remember(ledger)
+        crash_point("ledger.after_commit")
+
+    async def _decide_and_persist(
+        self,
+        *,
+        partition: int,
+        records: list[CommandRecord],
+        commands: list[Command],
+        record_of: dict[int, CommandRecord],
+        ledger: Ledger,
+        attempts: int,
+    ) -> None:
         now_us = _now_us()
         applied = apply_batch(ledger, commands, partition=partition, partition_of=self.partition_of, now_us=now_us)
         for misrouted in applied.misrouted:
@@ -186,7 +225,6 @@ class LedgerWriter:
             next_offset=(self.topic, partition, records[-1].offset + 1),
         )
         await self.store.persist(batch, ledger)
-        crash_point("ledger.after_commit")
 
     async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
         try:
