@@ -13,9 +13,9 @@ Each run ends with ``ledger verify``; a run whose invariants fail is reported as
 import argparse
 import asyncio
 import cProfile
+import json
 import os
 import pstats
-import json
 import random
 import time
 import uuid
