@@ -5,13 +5,14 @@ from payplane.devinfra.components.kafka import Kafka
 from payplane.devinfra.components.kube import Kubernetes
 from payplane.devinfra.components.postgres import Postgres
 from payplane.devinfra.components.redis import Redis
+from payplane.devinfra.components.spire import Spire
 from payplane.devinfra.endpoints import read_endpoints, write_endpoints
 from payplane.devinfra.errors import InfraError
 from payplane.devinfra.progress import say
 from payplane.devinfra.settings import InfraSettings
 
 # Start order; ``down`` goes in reverse.
-COMPONENT_TYPES: list[type[Component]] = [Postgres, Redis, Kafka, Kubernetes]
+COMPONENT_TYPES: list[type[Component]] = [Postgres, Redis, Kafka, Kubernetes, Spire]
 
 
 def components(settings: InfraSettings, only: list[str] | None = None) -> list[Component]:
