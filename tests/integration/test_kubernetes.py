@@ -111,26 +111,45 @@ class Crd:
 
 
 def _crd_manifest(crd: Crd) -> dict[str, Any]:
-    spec_schema = {"type": "object", "properties": {
-        "replicas": {"type": "integer", "minimum": 0}, "currency": {"type": "string"},
-    }}
-    status_schema = {"type": "object", "properties": {
-        "phase": {"type": "string"}, "observedGeneration": {"type": "integer"},
-    }}
+    spec_schema = {
+        "type": "object",
+        "properties": {
+            "replicas": {"type": "integer", "minimum": 0},
+            "currency": {"type": "string"},
+        },
+    }
+    status_schema = {
+        "type": "object",
+        "properties": {
+            "phase": {"type": "string"},
+            "observedGeneration": {"type": "integer"},
+        },
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": crd.name},
         "spec": {
-            "group": crd.group, "scope": "Namespaced",
+            "group": crd.group,
+            "scope": "Namespaced",
             "names": {"plural": crd.plural, "singular": crd.kind.lower(), "kind": crd.kind},
-            "versions": [{
-                "name": crd.version, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "spec": spec_schema, "status": status_schema,
-                }}},
-            }],
+            "versions": [
+                {
+                    "name": crd.version,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
         },
     }
 
@@ -148,41 +167,59 @@ def crd(api: client.ApiClient, run_id: str) -> Iterator[Crd]:
     wait_for(f"CRD {definition.name} to be established", lambda: _established(extensions, definition.name))
     yield definition
     extensions.delete_custom_resource_definition(definition.name)
-    wait_for(f"CRD {definition.name} to be deleted",
-             lambda: _not_found(lambda: extensions.read_custom_resource_definition(definition.name)))
+    wait_for(
+        f"CRD {definition.name} to be deleted",
+        lambda: _not_found(lambda: extensions.read_custom_resource_definition(definition.name)),
+    )
 
 
 def test_apiserver_and_kubectl_run_the_pinned_version(api: client.ApiClient, infra: Infra) -> None:
     assert client.VersionApi(api).get_code().git_version == versions.KUBERNETES
     result = subprocess.run(
         [infra["PAYPLANE_KUBECTL"], "get", "--raw", "/readyz"],
-        env={"KUBECONFIG": infra["KUBECONFIG"]}, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S,
+        env={"KUBECONFIG": infra["KUBECONFIG"]},
+        capture_output=True,
+        text=True,
+        timeout=KUBECTL_TIMEOUT_S,
         check=True,
     )
     assert result.stdout.strip() == "ok"
 
 
 def test_admin_is_authorized_by_rbac_for_everything(api: client.ApiClient) -> None:
-    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
-        resource_attributes=client.V1ResourceAttributes(verb="*", group="*", resource="*"),
-    ))
+    review = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(
+            resource_attributes=client.V1ResourceAttributes(verb="*", group="*", resource="*"),
+        )
+    )
     answer = client.AuthorizationV1Api(api).create_self_subject_access_review(review)
     assert answer.status.allowed
 
 
 def _widget(crd: Crd, name: str, replicas: int) -> dict[str, Any]:
-    return {"apiVersion": crd.api_version, "kind": crd.kind, "metadata": {"name": name},
-            "spec": {"replicas": replicas, "currency": "EUR"}}
+    return {
+        "apiVersion": crd.api_version,
+        "kind": crd.kind,
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "currency": "EUR"},
+    }
 
 
-def _collect_events(custom: client.CustomObjectsApi, crd: Crd, namespace: str, name: str,
-                    since_resource_version: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+def _collect_events(
+    custom: client.CustomObjectsApi, crd: Crd, namespace: str, name: str, since_resource_version: str, count: int
+) -> list[tuple[str, dict[str, Any]]]:
     """Replay the watch from ``since_resource_version`` until ``count`` events for ``name`` arrived."""
     events: list[tuple[str, dict[str, Any]]] = []
     watcher = watch.Watch()
     for event in watcher.stream(
-        custom.list_namespaced_custom_object, crd.group, crd.version, namespace, crd.plural,
-        resource_version=since_resource_version, timeout_seconds=WATCH_S, _request_timeout=WATCH_S + 5,
+        custom.list_namespaced_custom_object,
+        crd.group,
+        crd.version,
+        namespace,
+        crd.plural,
+        resource_version=since_resource_version,
+        timeout_seconds=WATCH_S,
+        _request_timeout=WATCH_S + 5,
     ):
         if event["object"]["metadata"]["name"] == name:
             events.append((event["type"], event["object"]))
@@ -192,7 +229,9 @@ def _collect_events(custom: client.CustomObjectsApi, crd: Crd, namespace: str, n
 
 
 def test_custom_object_spec_and_status_are_separate_and_watched(
-    custom: client.CustomObjectsApi, crd: Crd, namespace: str,
+    custom: client.CustomObjectsApi,
+    crd: Crd,
+    namespace: str,
 ) -> None:
     args = (crd.group, crd.version, namespace, crd.plural)
     name = "w1"
@@ -203,7 +242,9 @@ def test_custom_object_spec_and_status_are_separate_and_watched(
 
     # through the main resource: the spec changes, the status in the same patch is ignored
     spec_patched = custom.patch_namespaced_custom_object(
-        *args, name, {"spec": {"replicas": 2}, "status": {"phase": "Forged"}},
+        *args,
+        name,
+        {"spec": {"replicas": 2}, "status": {"phase": "Forged"}},
     )
     assert spec_patched["spec"]["replicas"] == 2
     assert "status" not in spec_patched
@@ -211,7 +252,9 @@ def test_custom_object_spec_and_status_are_separate_and_watched(
 
     # through /status: the status changes, the spec in the same patch is ignored, generation stays
     status_patched = custom.patch_namespaced_custom_object_status(
-        *args, name, {"status": {"phase": "Ready", "observedGeneration": 2}, "spec": {"replicas": 99}},
+        *args,
+        name,
+        {"status": {"phase": "Ready", "observedGeneration": 2}, "spec": {"replicas": 99}},
     )
     assert status_patched["status"] == {"phase": "Ready", "observedGeneration": 2}
     assert status_patched["spec"]["replicas"] == 2
@@ -231,11 +274,17 @@ def test_custom_object_spec_and_status_are_separate_and_watched(
 
 
 def test_invalid_custom_object_is_refused_naming_the_field(
-    custom: client.CustomObjectsApi, crd: Crd, namespace: str,
+    custom: client.CustomObjectsApi,
+    crd: Crd,
+    namespace: str,
 ) -> None:
     with pytest.raises(ApiException) as refused:
         custom.create_namespaced_custom_object(
-            crd.group, crd.version, namespace, crd.plural, _widget(crd, "bad", replicas=-1),
+            crd.group,
+            crd.version,
+            namespace,
+            crd.plural,
+            _widget(crd, "bad", replicas=-1),
         )
     assert refused.value.status == 422
     assert "spec.replicas" in str(refused.value.body)
@@ -246,14 +295,20 @@ def _fake_node(name: str) -> client.V1Node:
     now = datetime.datetime.now(datetime.UTC)
     resources = {"cpu": "4", "memory": "8Gi", "pods": "110"}
     return client.V1Node(
-        metadata=client.V1ObjectMeta(name=name, labels={"kubernetes.io/hostname": name,
-                                                        "kubernetes.io/os": "linux"}),
+        metadata=client.V1ObjectMeta(name=name, labels={"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}),
         status=client.V1NodeStatus(
-            capacity=resources, allocatable=resources,
-            conditions=[client.V1NodeCondition(
-                type="Ready", status="True", reason="KubeletReady", message="fake node for tests",
-                last_heartbeat_time=now, last_transition_time=now,
-            )],
+            capacity=resources,
+            allocatable=resources,
+            conditions=[
+                client.V1NodeCondition(
+                    type="Ready",
+                    status="True",
+                    reason="KubeletReady",
+                    message="fake node for tests",
+                    last_heartbeat_time=now,
+                    last_transition_time=now,
+                )
+            ],
         ),
     )
 
@@ -271,16 +326,20 @@ def _deployment(name: str, node_name: str, replicas: int) -> client.V1Deployment
     labels = {"app": name}
     # Without heartbeats the node lifecycle controller taints the node unreachable after its grace
     # period; tolerating that keeps scheduling independent of how long the test takes to get here.
-    tolerations = [client.V1Toleration(key=key, operator="Exists")
-                   for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")]
+    tolerations = [
+        client.V1Toleration(key=key, operator="Exists")
+        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+    ]
     pod_spec = client.V1PodSpec(
         containers=[client.V1Container(name="app", image="payplane.invalid/never-pulled:1")],
-        node_selector={"kubernetes.io/hostname": node_name}, tolerations=tolerations,
+        node_selector={"kubernetes.io/hostname": node_name},
+        tolerations=tolerations,
     )
     return client.V1Deployment(
         metadata=client.V1ObjectMeta(name=name),
         spec=client.V1DeploymentSpec(
-            replicas=replicas, selector=client.V1LabelSelector(match_labels=labels),
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
             template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod_spec),
         ),
     )
@@ -291,7 +350,10 @@ def _owned_by(obj: Any, kind: str, name: str) -> bool:
 
 
 def test_deployment_gets_a_replicaset_and_pods_bound_to_the_node(
-    api: client.ApiClient, core: client.CoreV1Api, namespace: str, node: str,
+    api: client.ApiClient,
+    core: client.CoreV1Api,
+    namespace: str,
+    node: str,
 ) -> None:
     apps = client.AppsV1Api(api)
     name = "web"
@@ -299,15 +361,17 @@ def test_deployment_gets_a_replicaset_and_pods_bound_to_the_node(
     apps.create_namespaced_deployment(namespace, _deployment(name, node, replicas))
 
     def replicaset() -> Any:
-        found = [rs for rs in apps.list_namespaced_replica_set(namespace).items
-                 if _owned_by(rs, "Deployment", name)]
+        found = [rs for rs in apps.list_namespaced_replica_set(namespace).items if _owned_by(rs, "Deployment", name)]
         return found[0] if found else None
 
     replica_set = wait_for("the deployment controller to create a ReplicaSet", replicaset)
 
     def bound_pods() -> list[Any] | None:
-        pods = [pod for pod in core.list_namespaced_pod(namespace).items
-                if _owned_by(pod, "ReplicaSet", replica_set.metadata.name)]
+        pods = [
+            pod
+            for pod in core.list_namespaced_pod(namespace).items
+            if _owned_by(pod, "ReplicaSet", replica_set.metadata.name)
+        ]
         if len(pods) == replicas and all(pod.spec.node_name for pod in pods):
             return pods
         return None

@@ -10,6 +10,7 @@ from payplane_contracts.partitions import (
     PARTITION_COUNT_MAX,
     PartitionCountError,
     ledger_partition_for_account,
+    transit_account_id,
 )
 
 account_ids = st.text(min_size=1, max_size=64)
@@ -69,8 +70,6 @@ PINNED_FIRST_EIGHT_OF_16 = [15, 2, 9, 13, 5, 14, 8, 14]
 
 
 def test_transit_accounts_live_on_the_partition_they_name() -> None:
-    from payplane_contracts.partitions import transit_account_id
-
     for partition in (0, 3, 15):
         assert ledger_partition_for_account(transit_account_id("EUR", partition), 16) == partition
     # a transit id naming a partition the rail does not have is just an account id, hashed as usual

@@ -31,7 +31,9 @@ replace k8s.io/externaljwt => ./staging/src/k8s.io/externaljwt
 
 def test_staging_modules_are_read_from_both_replace_forms() -> None:
     assert kube_build.staging_modules(KUBERNETES_GO_MOD) == [
-        "k8s.io/api", "k8s.io/client-go", "k8s.io/externaljwt",
+        "k8s.io/api",
+        "k8s.io/client-go",
+        "k8s.io/externaljwt",
     ]
 
 
@@ -67,8 +69,13 @@ def test_binaries_reporting_the_pinned_version_are_stamped_without_a_build(tmp_p
     builds: list[str] = []
 
     kube_build._ensure_built(
-        dirs, [binary], what="k8s", cold_duration="~1 s", log_path=tmp_path / "build.log",
-        binaries_ok=lambda: True, build=lambda: builds.append("built"),
+        dirs,
+        [binary],
+        what="k8s",
+        cold_duration="~1 s",
+        log_path=tmp_path / "build.log",
+        binaries_ok=lambda: True,
+        build=lambda: builds.append("built"),
     )
 
     assert builds == []
@@ -85,8 +92,13 @@ def test_a_stamped_build_with_its_binaries_is_not_even_probed(tmp_path: Path) ->
         raise AssertionError("probed")
 
     kube_build._ensure_built(
-        dirs, [binary], what="k8s", cold_duration="~1 s", log_path=tmp_path / "build.log",
-        binaries_ok=probe, build=probe,
+        dirs,
+        [binary],
+        what="k8s",
+        cold_duration="~1 s",
+        log_path=tmp_path / "build.log",
+        binaries_ok=probe,
+        build=probe,
     )
 
 
@@ -96,8 +108,13 @@ def test_a_build_whose_binaries_miss_the_version_fails_unstamped(tmp_path: Path)
 
     with pytest.raises(BuildFailedError, match="do not report that version"):
         kube_build._ensure_built(
-            dirs, [binary], what="k8s", cold_duration="~1 s", log_path=tmp_path / "build.log",
-            binaries_ok=lambda: False, build=lambda: builds.append("built"),
+            dirs,
+            [binary],
+            what="k8s",
+            cold_duration="~1 s",
+            log_path=tmp_path / "build.log",
+            binaries_ok=lambda: False,
+            build=lambda: builds.append("built"),
         )
 
     assert builds == ["built"]

@@ -99,8 +99,10 @@ def test_admin_is_a_client_in_system_masters(ca: pki.Issued) -> None:
 
 
 def test_control_plane_identities_match_bootstrap_rbac_users(ca: pki.Issued) -> None:
-    for name, user in [(pki.CONTROLLER_MANAGER, "system:kube-controller-manager"),
-                       (pki.SCHEDULER, "system:kube-scheduler")]:
+    for name, user in [
+        (pki.CONTROLLER_MANAGER, "system:kube-controller-manager"),
+        (pki.SCHEDULER, "system:kube-scheduler"),
+    ]:
         cert = pki.issue(ca, pki.LEAF_SPECS[name]).cert
         common_names = [attr.value for attr in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         assert common_names == [user]
