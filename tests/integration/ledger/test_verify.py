@@ -1,6 +1,7 @@
 """``payplane ledger verify`` on real data: passes on a healthy ledger, names each kind of corruption."""
 
 import asyncio
+import json
 import sys
 
 import asyncpg
@@ -103,3 +104,43 @@ async def test_cli_exit_codes(shard: asyncpg.Connection, shard_dsn: str) -> None
     code, stdout, _ = await _run_cli(shard_dsn)
     assert code == 2
     assert "FAIL double_entry" in stdout
+
+
+async def _run(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "payplane",
+        "ledger",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_read_commands(shard: asyncpg.Connection, shard_dsn: str) -> None:
+    await _healthy_ledger(shard)
+    code, out, _ = await _run("balance", "a", "--dsn", shard_dsn)
+    assert code == 0
+    assert json.loads(out) == {
+        "account_id": "a",
+        "currency": "EUR",
+        "posted_balance_minor": 800,
+        "pending_debits_minor": 100,
+        "pending_credits_minor": 0,
+        "available_minor": 700,
+    }
+    code, out, _ = await _run("transfer", "post-1", "--dsn", shard_dsn)
+    assert code == 0
+    assert sorted((e["account_id"], e["side"], e["amount_minor"]) for e in json.loads(out)["entries"]) == [
+        ("a", "debit", 200),
+        ("b", "credit", 200),
+    ]
+    code, out, _ = await _run("account", "b", "--dsn", shard_dsn)
+    assert json.loads(out)["credits_posted_minor"] == 200
+    code, _, err = await _run("transfer", "nope", "--dsn", shard_dsn)
+    assert code == 4
+    assert "not found" in err
