@@ -17,6 +17,7 @@ from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, Pos
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
+from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
@@ -57,7 +58,9 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
         await producer.stop()
 
 
-async def _writer(infra: Infra, rail: RailTopics, dsn: str, writer_id: str) -> tuple[LedgerWriter, KafkaCommandLog]:
+async def _writer(
+    infra: Infra, rail: RailTopics, dsn: str, writer_id: str, metrics: LedgerWriterMetrics | None = None
+) -> tuple[LedgerWriter, KafkaCommandLog]:
     commands = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, GROUP, [0])
     await commands.start()
     store = PostgresLedgerStore(dsn, rail, PartitionOf(1))
@@ -68,6 +71,7 @@ async def _writer(infra: Infra, rail: RailTopics, dsn: str, writer_id: str) -> t
         store=store,
         log_=commands,
         partition_of=PartitionOf(1),
+        observer=metrics,
     )
     await writer.start()
     return writer, commands
@@ -114,7 +118,8 @@ async def test_writer_applies_dead_letters_resumes_and_fences(
 ) -> None:
     bootstrap = infra["KAFKA_BOOTSTRAP"]
     await _produce(bootstrap, rail.ledger_commands, COMMANDS)
-    first, first_log = await _writer(infra, rail, shard_dsn, "writer-a")
+    metrics = LedgerWriterMetrics()
+    first, first_log = await _writer(infra, rail, shard_dsn, "writer-a", metrics)
     try:
         await _drain(first, len(COMMANDS))
     finally:
@@ -130,6 +135,11 @@ async def test_writer_applies_dead_letters_resumes_and_fences(
     ]
     assert outcomes[1].payment_ref == "pi_1"
     assert await shard.fetchval("select next_offset from consumed_offsets") == len(COMMANDS)
+    sample = metrics.registry.get_sample_value
+    assert sample("payplane_ledger_transfers_total", {"partition": "0", "result": "ok"}) == 2
+    assert sample("payplane_ledger_transfers_total", {"partition": "0", "result": "insufficient_funds"}) == 1
+    assert sample("payplane_ledger_dead_letters_total", {"partition": "0"}) == 3
+    assert sample("payplane_ledger_committed_offset", {"partition": "0"}) == len(COMMANDS)
 
     dead = await _read_all(bootstrap, rail.dead_letters(GROUP), 3)
     reasons = sorted(h["reason"].decode() for _, h in dead)

@@ -13,7 +13,7 @@ backoff and never skip a record; a newer writer's epoch (``FencedError``) stops 
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -70,6 +70,25 @@ class PartitionBatch:
     next_offset: tuple[str, int, int] | None  # topic, kafka partition, offset to read next (None: no records)
 
 
+class WriterObserver(Protocol):
+    """Where the writer reports what it did (metrics); the default observer ignores it."""
+
+    def batch_applied(
+        self, partition: int, records: int, results: Counter[str], seconds: float, next_offset: int
+    ) -> None: ...
+    def dead_lettered(self, partition: int) -> None: ...
+
+
+class _IgnoreObserver:
+    def batch_applied(
+        self, partition: int, records: int, results: Counter[str], seconds: float, next_offset: int
+    ) -> None:
+        pass
+
+    def dead_lettered(self, partition: int) -> None:
+        pass
+
+
 class LedgerStore(Protocol):
     async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]: ...
     async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
@@ -93,6 +112,7 @@ class LedgerWriter:
         log_: CommandLog,
         partition_of: PartitionOf,
         batch_records_max: int = BATCH_RECORDS_MAX,
+        observer: WriterObserver | None = None,
     ) -> None:
         self.topic = topic
         self.partitions = sorted(partitions)
@@ -104,6 +124,7 @@ class LedgerWriter:
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
         self._next_sweep_at = 0.0
+        self.observer: WriterObserver = observer or _IgnoreObserver()
         self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
 
     async def start(self) -> None:
@@ -208,6 +229,7 @@ class LedgerWriter:
         ledger: Ledger,
         attempts: int,
     ) -> None:
+        started_s = time.monotonic()
         now_us = _now_us()
         applied = apply_batch(ledger, commands, partition=partition, partition_of=self.partition_of, now_us=now_us)
         for misrouted in applied.misrouted:
@@ -225,10 +247,18 @@ class LedgerWriter:
             next_offset=(self.topic, partition, records[-1].offset + 1),
         )
         await self.store.persist(batch, ledger)
+        self.observer.batch_applied(
+            partition,
+            len(records),
+            Counter(o.result for o in applied.outcomes),
+            time.monotonic() - started_s,
+            records[-1].offset + 1,
+        )
 
     async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
         try:
             return command_from_message(decode_command(record.value))
         except (MessageError, RequestDecodeError) as exc:
             await self.commands.dead_letter(record, str(exc), attempts)
+            self.observer.dead_lettered(record.partition)
             return None

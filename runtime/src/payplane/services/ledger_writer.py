@@ -3,7 +3,8 @@ applies commands, relays outcomes) configured from the environment, as the opera
 
 Environment: PAYPLANE_LEDGER_DSN, KAFKA_BOOTSTRAP, PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITIONS (e.g.
 ``0-3`` or ``0,2``), PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_WRITER_ID (default host-pid),
-PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000).
+PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000), PAYPLANE_METRICS_PORT (serve
+/metrics on 127.0.0.1 at this port; 0 or unset: off).
 SIGTERM stops it after the batch in flight; SIGKILL loses nothing (offsets live in the database).
 """
 
@@ -22,6 +23,7 @@ from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, Pos
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter
+from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.topics import RailTopics
 
 log = logging.getLogger("payplane.ledger_writer")
@@ -41,6 +43,7 @@ class WriterConfig:
     partition_count: int
     writer_id: str
     batch_records_max: int
+    metrics_port: int  # 0: no /metrics endpoint
 
 
 def parse_partitions(text: str) -> list[int]:
@@ -75,6 +78,7 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
         partition_count=count,
         writer_id=env.get("PAYPLANE_WRITER_ID") or f"{socket.gethostname()}-{os.getpid()}",
         batch_records_max=int(env.get("PAYPLANE_LEDGER_BATCH_RECORDS_MAX", str(BATCH_RECORDS_MAX))),
+        metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
     )
 
 
@@ -85,6 +89,9 @@ async def run(config: WriterConfig) -> int:
         await migrate(conn, MIGRATIONS_PACKAGE)
     finally:
         await conn.close()
+    metrics = LedgerWriterMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
     commands = KafkaCommandLog(config.bootstrap, topics, CONSUMER_ROLE, config.partitions)
     store = PostgresLedgerStore(config.dsn, topics, PartitionOf(config.partition_count))
     writer = LedgerWriter(
@@ -95,6 +102,7 @@ async def run(config: WriterConfig) -> int:
         log_=commands,
         partition_of=PartitionOf(config.partition_count),
         batch_records_max=config.batch_records_max,
+        observer=metrics,
     )
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-shard")
     stopping = asyncio.Event()

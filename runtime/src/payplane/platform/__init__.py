@@ -1,0 +1,1 @@
+"""Cross-cutting runtime services: metrics (prometheus-client lives only here), logging, lifecycle."""

@@ -1,0 +1,62 @@
+"""Prometheus metrics of the ledger writer (names follow ``payplane_<component>_<what>_<unit>``)."""
+
+from collections import Counter as CountOf
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+
+
+class LedgerWriterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.transfers = Counter(
+            "payplane_ledger_transfers_total",
+            "Transfers decided by the writer, by result",
+            ["partition", "result"],
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "payplane_ledger_batch_records",
+            "Records per applied batch",
+            ["partition"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "payplane_ledger_batch_seconds",
+            "Time to decide and commit one batch",
+            ["partition"],
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.dead_letters = Counter(
+            "payplane_ledger_dead_letters_total",
+            "Commands sent to the dead-letter topic",
+            ["partition"],
+            registry=self.registry,
+        )
+        self.committed_offset = Gauge(
+            "payplane_ledger_committed_offset",
+            "Next offset to consume, as committed in PostgreSQL",
+            ["partition"],
+            registry=self.registry,
+        )
+
+    def batch_applied(
+        self, partition: int, records: int, results: CountOf[str], seconds: float, next_offset: int
+    ) -> None:
+        label = str(partition)
+        for result, count in results.items():
+            self.transfers.labels(label, result).inc(count)
+        self.batch_size.labels(label).observe(records)
+        self.batch_seconds.labels(label).observe(seconds)
+        self.committed_offset.labels(label).set(next_offset)
+
+    def dead_lettered(self, partition: int) -> None:
+        self.dead_letters.labels(str(partition)).inc()
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on 127.0.0.1 (the Pod's network namespace in cluster mode)."""
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
