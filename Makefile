@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 APT_PACKAGES := postgresql-15 postgresql-client-15 redis-server maven openjdk-17-jdk-headless gcc libc6-dev
 PY_SOURCES := runtime operator tests
+# SPIRE Server API stubs for the operator, generated at build time (never committed); see operator/tools/gen_spire_api.py
+SPIRE_API_SDK := v1.15.2
 
 .PHONY: help
 help: ## list the targets
@@ -24,7 +26,7 @@ test: setup check infra-up ## the whole test suite: lint, types, layers, unit, i
 	$(BIN)/pytest tests
 
 .PHONY: setup
-setup: system-deps $(VENV)/.synced ## install system packages (Debian) and the locked Python environment
+setup: system-deps $(VENV)/.synced proto ## install system packages (Debian), the locked Python environment, generated stubs
 
 .PHONY: system-deps
 system-deps: ## Debian packages the local infrastructure needs (installed only when missing)
@@ -40,8 +42,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	uv sync --frozen --python python3.11
 	@touch $@
 
+.PHONY: proto
+proto: $(VENV)/.synced ## generate the operator's SPIRE Server API stubs from spire-api-sdk (cached; instant when current)
+	$(BIN)/python operator/tools/gen_spire_api.py --version $(SPIRE_API_SDK) --out operator/src
+
 .PHONY: check
-check: $(VENV)/.synced ## ruff (lint + format), mypy --strict, import-linter layer contracts
+check: $(VENV)/.synced proto ## ruff (lint + format), mypy --strict, import-linter layer contracts
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
@@ -61,7 +67,7 @@ infra-down: ## stop what infra-up started
 	$(BIN)/payplane infra down
 
 .PHONY: test-unit
-test-unit: $(VENV)/.synced ## unit tier only (no infrastructure)
+test-unit: $(VENV)/.synced proto ## unit tier only (no infrastructure)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test-integration

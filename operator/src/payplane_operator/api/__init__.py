@@ -1,0 +1,1 @@
+"""Typed views of the custom resources in ``crds/`` (the CRD YAML is the source of truth)."""

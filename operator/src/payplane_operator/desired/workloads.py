@@ -1,0 +1,325 @@
+"""Kubernetes children of rails and shards: service accounts, ConfigMap, Deployments, Services, HPAs, PDBs.
+
+Each builder returns a ``ChildSet``: the manifests to server-side apply, and the objects that must not
+exist (an HPA once autoscaling is switched off). Manifests carry only fields the operator means to own:
+a Deployment under an HPA carries no ``replicas``, so the autoscaler keeps that field.
+"""
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from payplane_contracts.identity import WorkloadRole
+from payplane_operator.api.v1alpha1 import Kind, LedgerShard, ObjectMeta, PaymentRail, PullPolicy, Scaling
+from payplane_operator.desired import labels as lb
+from payplane_operator.resources import Manifest, ObjectRef
+
+GATEWAY_CONTAINER_PORT: Final = 8443
+WORKER_GRPC_PORT: Final = 50051
+METRICS_PORT: Final = 9090
+CONFIG_MOUNT: Final = "/etc/payplane"
+RAIL_CONFIG_KEY: Final = "rail.json"
+POLICY_KEY: Final = "fraud-policy.json"
+WORKLOAD_API_MOUNT: Final = "/spiffe-workload-api"
+WORKLOAD_API_SOCKET: Final = f"unix://{WORKLOAD_API_MOUNT}/spire-agent.sock"
+SPIFFE_CSI_DRIVER: Final = "csi.spiffe.io"
+REVISION_HISTORY: Final = 5
+# Requests make CPU autoscaling meaningful; a later issue exposes them in the CRDs.
+RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+
+APPS_V1: Final = "apps/v1"
+CORE_V1: Final = "v1"
+HPA_V2: Final = "autoscaling/v2"
+POLICY_V1: Final = "policy/v1"
+
+
+@dataclass(frozen=True)
+class ChildSet:
+    """What one owner's children should be: ``apply`` in order, and ``absent`` deleted if present."""
+
+    apply: list[Manifest] = field(default_factory=list)
+    absent: list[ObjectRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Workload:
+    role: WorkloadRole
+    owner_kind: Kind
+    meta: ObjectMeta
+    rail: str
+    shard: str | None
+    scaling: Scaling
+    image: str
+    pull_policy: PullPolicy
+    args: list[str]
+    env: list[dict[str, Any]]
+    ports: list[dict[str, Any]]
+    config_map: str | None  # mounted at CONFIG_MOUNT when set
+    config_hash: str
+    rolling: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return lb.workload_name(self.role, self.meta.name)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return lb.labels(self.role, self.meta.name, rail=self.rail, shard=self.shard)
+
+    def object_meta(self, name: str | None = None) -> dict[str, Any]:
+        return lb.object_meta(name or self.name, self.meta, self.owner_kind, self.labels)
+
+
+def config_hash(*documents: Any) -> str:
+    """A short content hash; put on pod templates so a configuration change rolls the pods."""
+    canonical = json.dumps(documents, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def _service_account(workload: _Workload) -> Manifest:
+    # One account per role and owner: its name is the SPIFFE ID's last segment (payplane_contracts.identity).
+    return {
+        "apiVersion": CORE_V1,
+        "kind": "ServiceAccount",
+        "metadata": workload.object_meta(),
+        "automountServiceAccountToken": False,
+    }
+
+
+def _pod_spec(workload: _Workload) -> dict[str, Any]:
+    mounts = [{"name": "spiffe-workload-api", "mountPath": WORKLOAD_API_MOUNT, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "spiffe-workload-api", "csi": {"driver": SPIFFE_CSI_DRIVER, "readOnly": True}},
+    ]
+    if workload.config_map is not None:
+        mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True})
+        volumes.append({"name": "config", "configMap": {"name": workload.config_map}})
+    container = {
+        "name": workload.role.value,
+        "image": workload.image,
+        "imagePullPolicy": workload.pull_policy.value,
+        "args": workload.args,
+        "env": [{"name": "SPIFFE_ENDPOINT_SOCKET", "value": WORKLOAD_API_SOCKET}, *workload.env],
+        "ports": [*workload.ports, {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "resources": RESOURCES,
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    return {
+        "serviceAccountName": workload.name,
+        "automountServiceAccountToken": False,
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+
+
+def _deployment(workload: _Workload) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": lb.selector_labels(workload.role, workload.meta.name)},
+        "revisionHistoryLimit": REVISION_HISTORY,
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": workload.rolling},
+        "template": {
+            "metadata": {
+                "labels": workload.labels,
+                "annotations": {lb.CONFIG_HASH_ANNOTATION: workload.config_hash},
+            },
+            "spec": _pod_spec(workload),
+        },
+    }
+    if not workload.scaling.autoscaling.enabled:
+        spec["replicas"] = workload.scaling.replicas
+    return {"apiVersion": APPS_V1, "kind": "Deployment", "metadata": workload.object_meta(), "spec": spec}
+
+
+def _hpa(workload: _Workload) -> Manifest:
+    auto = workload.scaling.autoscaling
+    return {
+        "apiVersion": HPA_V2,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": workload.object_meta(),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": APPS_V1, "kind": "Deployment", "name": workload.name},
+            "minReplicas": auto.min_replicas,
+            "maxReplicas": auto.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": auto.target_cpu_percent},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _pdb(workload: _Workload) -> Manifest:
+    return {
+        "apiVersion": POLICY_V1,
+        "kind": "PodDisruptionBudget",
+        "metadata": workload.object_meta(),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": lb.selector_labels(workload.role, workload.meta.name)},
+        },
+    }
+
+
+def _scaled_children(workload: _Workload) -> ChildSet:
+    """Service account, Deployment, PodDisruptionBudget, and an HPA exactly when autoscaling is on."""
+    hpa_ref = ObjectRef(HPA_V2, "HorizontalPodAutoscaler", workload.meta.namespace, workload.name)
+    apply = [_service_account(workload), _deployment(workload), _pdb(workload)]
+    if workload.scaling.autoscaling.enabled:
+        return ChildSet(apply=[*apply, _hpa(workload)])
+    return ChildSet(apply=apply, absent=[hpa_ref])
+
+
+def _service(workload: _Workload, *, service_type: str, headless: bool, ports: list[dict[str, Any]]) -> Manifest:
+    spec: dict[str, Any] = {
+        "selector": lb.selector_labels(workload.role, workload.meta.name),
+        "ports": ports,
+    }
+    if headless:
+        spec["clusterIP"] = "None"
+    else:
+        spec["type"] = service_type
+    return {"apiVersion": CORE_V1, "kind": "Service", "metadata": workload.object_meta(), "spec": spec}
+
+
+def rail_config(rail: PaymentRail, *, kafka_bootstrap: str, topics: Sequence[str]) -> dict[str, Any]:
+    """The rail configuration the gateway and payment workers read from ``/etc/payplane/rail.json``."""
+    spec = rail.spec
+    worker = lb.workload_name(WorkloadRole.PAYMENT_WORKER, rail.meta.name)
+    return {
+        "rail": rail.meta.name,
+        "namespace": rail.meta.namespace,
+        "currency": spec.currency,
+        "amountLimits": {"minMinor": spec.min_amount_minor, "maxMinor": spec.max_amount_minor},
+        "rateLimits": {"requestsPerSecond": spec.requests_per_second, "burst": spec.burst},
+        "idempotencyRetentionSeconds": spec.idempotency_retention_s,
+        "ledgerPartitions": spec.ledger_partitions,
+        "kafkaBootstrap": kafka_bootstrap,
+        "topics": list(topics),
+        "paymentWorkerAddress": f"dns:///{worker}.{rail.meta.namespace}.svc:{WORKER_GRPC_PORT}",
+    }
+
+
+def rail_children(
+    rail: PaymentRail,
+    *,
+    config: dict[str, Any],
+    policy_document: dict[str, Any] | None,
+) -> ChildSet:
+    """Everything a PaymentRail owns in Kubernetes, in apply order (accounts and config before pods)."""
+    meta, spec = rail.meta, rail.spec
+    data = {RAIL_CONFIG_KEY: json.dumps(config, indent=2, sort_keys=True)}
+    if policy_document is not None:
+        data[POLICY_KEY] = json.dumps(policy_document, indent=2, sort_keys=True)
+    config_map = {
+        "apiVersion": CORE_V1,
+        "kind": "ConfigMap",
+        "metadata": lb.object_meta(
+            lb.config_map_name(meta.name), meta, Kind.PAYMENT_RAIL, lb.labels(None, meta.name, rail=meta.name)
+        ),
+        "data": data,
+    }
+    # The policy is left out of the hash on purpose: workers reload it from the mounted file, no restart.
+    digest = config_hash(config)
+    common: dict[str, Any] = {
+        "owner_kind": Kind.PAYMENT_RAIL,
+        "meta": meta,
+        "rail": meta.name,
+        "shard": None,
+        "image": spec.image,
+        "pull_policy": spec.pull_policy,
+        "config_map": lb.config_map_name(meta.name),
+        "config_hash": digest,
+        "rolling": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    env = [
+        {"name": "PAYPLANE_RAIL", "value": meta.name},
+        {"name": "PAYPLANE_RAIL_CONFIG", "value": f"{CONFIG_MOUNT}/{RAIL_CONFIG_KEY}"},
+    ]
+    gateway = _Workload(
+        role=WorkloadRole.GATEWAY,
+        scaling=spec.gateway_scaling,
+        args=["gateway"],
+        env=env,
+        ports=[{"name": "https", "containerPort": GATEWAY_CONTAINER_PORT, "protocol": "TCP"}],
+        **common,
+    )
+    worker = _Workload(
+        role=WorkloadRole.PAYMENT_WORKER,
+        scaling=spec.worker_scaling,
+        args=["payment-worker"],
+        env=env,
+        ports=[{"name": "grpc", "containerPort": WORKER_GRPC_PORT, "protocol": "TCP"}],
+        **common,
+    )
+    gateway_set, worker_set = _scaled_children(gateway), _scaled_children(worker)
+    services = [
+        _service(
+            gateway,
+            service_type=spec.gateway_exposure.value,
+            headless=False,
+            ports=[{"name": "https", "port": spec.gateway_port, "targetPort": "https", "protocol": "TCP"}],
+        ),
+        # headless: gateways resolve every worker and balance over them (gRPC round robin)
+        _service(
+            worker,
+            service_type="ClusterIP",
+            headless=True,
+            ports=[{"name": "grpc", "port": WORKER_GRPC_PORT, "targetPort": "grpc", "protocol": "TCP"}],
+        ),
+    ]
+    return ChildSet(
+        apply=[config_map, *gateway_set.apply, *worker_set.apply, *services],
+        absent=[*gateway_set.absent, *worker_set.absent],
+    )
+
+
+def shard_children(shard: LedgerShard, rail: PaymentRail, *, kafka_bootstrap: str) -> ChildSet:
+    """The shard's ledger writers: service account, Deployment, PDB and (when enabled) HPA.
+
+    The environment is the one ``payplane ledger-writer`` reads; the writer migrates its database at
+    startup (idempotent, forward-only), so no migration Job is needed.
+    """
+    spec = shard.spec
+    env: list[dict[str, Any]] = [
+        {"name": "PAYPLANE_RAIL", "value": rail.meta.name},
+        {"name": "PAYPLANE_LEDGER_PARTITIONS", "value": f"{spec.first_partition}-{spec.last_partition}"},
+        {"name": "PAYPLANE_LEDGER_PARTITION_COUNT", "value": str(rail.spec.ledger_partitions)},
+        {"name": "KAFKA_BOOTSTRAP", "value": kafka_bootstrap},
+        {"name": "PAYPLANE_WRITER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": "PAYPLANE_LEDGER_DSN",
+            "valueFrom": {"secretKeyRef": {"name": spec.database_secret, "key": spec.database_secret_key}},
+        },
+    ]
+    writer = _Workload(
+        role=WorkloadRole.LEDGER_WRITER,
+        owner_kind=Kind.LEDGER_SHARD,
+        meta=shard.meta,
+        rail=rail.meta.name,
+        shard=shard.meta.name,
+        scaling=spec.writers,
+        image=rail.spec.image,
+        pull_policy=rail.spec.pull_policy,
+        args=["ledger-writer"],
+        env=env,
+        ports=[],
+        config_map=None,
+        config_hash=config_hash(env, rail.spec.ledger_partitions),
+        # one writer per partition at a time: never surge, replace one by one (fencing covers the overlap)
+        rolling={"maxUnavailable": 1, "maxSurge": 0},
+    )
+    return _scaled_children(writer)

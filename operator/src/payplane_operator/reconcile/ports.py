@@ -1,0 +1,57 @@
+"""What the reconcilers need from the outside world, as Protocols.
+
+``payplane_operator.clients`` implements them against the real systems; unit tests pass in-memory fakes.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from payplane_operator.resources import EntrySpec, Manifest, ObjectRef, TopicSpec, TopicState
+from payplane_operator.settings import OperatorConfig
+
+
+class Kube(Protocol):
+    async def apply(
+        self, manifest: Manifest, *, field_manager: str, force: bool = True, subresource: str = ""
+    ) -> dict[str, Any]: ...
+
+    async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...
+
+    async def delete(self, ref: ObjectRef, *, uid: str = "") -> bool: ...
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, event_type: str, reason: str, message: str, component: str
+    ) -> None: ...
+
+
+class Kafka(Protocol):
+    async def describe(self, names: Sequence[str], config_keys: Sequence[str]) -> dict[str, TopicState | None]: ...
+
+    async def create(self, topics: Sequence[TopicSpec]) -> list[str]: ...
+
+    async def grow(self, name: str, partitions: int) -> None: ...
+
+    async def set_configs(self, name: str, configs: Mapping[str, str]) -> None: ...
+
+    async def delete(self, names: Sequence[str]) -> None: ...
+
+
+class Spire(Protocol):
+    async def get(self, entry_id: str) -> EntrySpec | None: ...
+
+    async def create(self, entries: Sequence[EntrySpec]) -> list[str]: ...
+
+    async def update(self, entries: Sequence[EntrySpec]) -> None: ...
+
+    async def delete(self, entry_ids: Sequence[str]) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    """Everything a reconciler touches besides its arguments."""
+
+    kube: Kube
+    kafka: Kafka
+    spire: Spire
+    config: OperatorConfig

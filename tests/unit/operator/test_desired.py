@@ -1,0 +1,190 @@
+"""The pure builders: spec in, manifests / topics / SPIRE entries out."""
+
+from typing import Any
+
+import pytest
+
+from payplane.devinfra.local_identity import local_gid as devinfra_local_gid
+from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
+from payplane_contracts.identity import WorkloadRole, parse_workload_id
+from payplane_contracts.topics import RailTopics
+from payplane_operator.api.v1alpha1 import Kind, parse_rail, parse_shard
+from payplane_operator.desired import labels as lb
+from payplane_operator.desired.policy import policy_document, policy_version
+from payplane_operator.desired.spire_entries import entry_id, local_gid, workload_entries
+from payplane_operator.desired.topics import rail_topics
+from payplane_operator.desired.workloads import rail_children, rail_config, shard_children
+from payplane_operator.resources import Selector
+from payplane_operator.settings import IdentityMode
+from tests.operator_support import TRUST_DOMAIN, body, config, rail_spec, shard_spec
+
+RAIL = parse_rail(body("PaymentRail", "card-eur", rail_spec(fraudPolicyRef={"name": "default"})))
+
+
+def _children(rail: Any = RAIL) -> dict[tuple[str, str], dict[str, Any]]:
+    children = rail_children(
+        rail, config=rail_config(rail, kafka_bootstrap="k:9092", topics=["t"]), policy_document=None
+    )
+    return {(m["kind"], m["metadata"]["name"]): m for m in children.apply}
+
+
+def test_a_rail_owns_gateway_and_worker_workloads_config_and_services() -> None:
+    assert set(_children()) == {
+        ("ConfigMap", "card-eur-config"),
+        *(
+            (kind, f"card-eur-{role}")
+            for role in ("gateway", "payment-worker")
+            for kind in ("ServiceAccount", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service")
+        ),
+    }
+
+
+def test_every_child_has_a_controller_owner_reference_and_standard_labels() -> None:
+    for manifest in _children().values():
+        metadata = manifest["metadata"]
+        (owner,) = metadata["ownerReferences"]
+        assert owner == {
+            "apiVersion": "payplane.io/v1alpha1",
+            "kind": "PaymentRail",
+            "name": "card-eur",
+            "uid": RAIL.meta.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        assert metadata["namespace"] == "payments"
+        labels = metadata["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "payplane-operator"
+        assert labels["app.kubernetes.io/part-of"] == "payplane"
+        assert labels["app.kubernetes.io/instance"] == "card-eur"
+        assert labels["payplane.io/rail"] == "card-eur"
+
+
+def test_an_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
+    children = _children()
+    deployment = children[("Deployment", "card-eur-gateway")]
+    assert "replicas" not in deployment["spec"]
+    hpa = children[("HorizontalPodAutoscaler", "card-eur-gateway")]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "card-eur-gateway"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 10)
+
+
+def test_without_autoscaling_replicas_are_set_and_the_hpa_must_go() -> None:
+    scaling = {
+        "replicas": 3,
+        "autoscaling": {"enabled": False, "minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercent": 70},
+    }
+    rail = parse_rail(body("PaymentRail", "card-eur", rail_spec(gateway={"scaling": scaling})))
+    children = rail_children(rail, config={}, policy_document=None)
+    deployment = next(
+        m for m in children.apply if m["metadata"]["name"] == "card-eur-gateway" and m["kind"] == "Deployment"
+    )
+    assert deployment["spec"]["replicas"] == 3
+    assert [(r.kind, r.name) for r in children.absent] == [("HorizontalPodAutoscaler", "card-eur-gateway")]
+
+
+def test_the_worker_service_is_headless_and_the_gateway_service_exposed_as_asked() -> None:
+    children = _children()
+    assert children[("Service", "card-eur-payment-worker")]["spec"]["clusterIP"] == "None"
+    rail = parse_rail(body("PaymentRail", "card-eur", rail_spec(gateway={"exposure": "LoadBalancer", "port": 8443})))
+    gateway = _children(rail)[("Service", "card-eur-gateway")]["spec"]
+    assert gateway["type"] == "LoadBalancer"
+    assert gateway["ports"][0]["port"] == 8443
+
+
+def test_the_selector_is_a_subset_of_the_pod_labels() -> None:
+    for (kind, _), manifest in _children().items():
+        if kind == "Deployment":
+            selector = manifest["spec"]["selector"]["matchLabels"]
+            assert selector.items() <= manifest["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_service_accounts_are_the_spiffe_id_names() -> None:
+    for role in (WorkloadRole.GATEWAY, WorkloadRole.PAYMENT_WORKER):
+        deployment = _children()[("Deployment", lb.workload_name(role, "card-eur"))]
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        spiffe = f"spiffe://{TRUST_DOMAIN}/ns/payments/sa/{account}"
+        assert parse_workload_id(spiffe, TRUST_DOMAIN).role is role
+
+
+def test_a_config_change_changes_the_pod_template_hash_but_a_policy_change_does_not() -> None:
+    def template_hash(rail: Any, policy: dict[str, Any] | None) -> str:
+        children = rail_children(rail, config=rail_config(rail, kafka_bootstrap="k", topics=[]), policy_document=policy)
+        deployment = next(m for m in children.apply if m["kind"] == "Deployment")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"][lb.CONFIG_HASH_ANNOTATION])
+
+    other = parse_rail(body("PaymentRail", "card-eur", rail_spec(amountLimits={"maxMinor": 5})))
+    assert template_hash(RAIL, None) != template_hash(other, None)
+    assert template_hash(RAIL, None) == template_hash(RAIL, policy_document("p", {"rules": []}))
+
+
+def test_the_shard_writer_environment_is_what_the_ledger_writer_reads() -> None:
+    shard = parse_shard(body("LedgerShard", "card-eur-b", shard_spec(first=4, last=7)))
+    children = shard_children(shard, RAIL, kafka_bootstrap="kafka:9092")
+    deployment = next(m for m in children.apply if m["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["ledger-writer"]
+    env = {e["name"]: e["value"] if "value" in e else f"<from {next(iter(e['valueFrom']))}>" for e in container["env"]}
+    writer = config_from_env(env)
+    assert writer.partitions == [4, 5, 6, 7]
+    assert writer.partition_count == 8
+    assert writer.rail == "card-eur"
+    assert writer.bootstrap == "kafka:9092"
+    dsn = next(e for e in container["env"] if e["name"] == "PAYPLANE_LEDGER_DSN")
+    assert dsn["valueFrom"] == {"secretKeyRef": {"name": "card-eur-db", "key": "dsn"}}
+    assert deployment["metadata"]["ownerReferences"][0]["kind"] == "LedgerShard"
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+
+
+def test_topics_are_the_contract_names_with_ledger_partitions_for_commands() -> None:
+    rail = parse_rail(
+        body(
+            "PaymentRail",
+            "card-eur",
+            rail_spec(ledger={"partitions": 16}, topics={"partitions": 3, "retention": "48h"}),
+        )
+    )
+    topics = {t.name: t for t in rail_topics(rail)}
+    names = RailTopics("card-eur")
+    assert topics[names.ledger_commands].partitions == 16
+    assert topics[names.ledger_results].partitions == 3
+    assert topics[names.payment_events].partitions == 3
+    assert names.dead_letters(CONSUMER_ROLE) in topics  # the writer dead-letters here
+    assert topics[names.ledger_commands].configs["retention.ms"] == str(48 * 3600 * 1000)
+
+
+def test_cluster_entries_select_namespace_and_service_account() -> None:
+    entries = workload_entries(Kind.PAYMENT_RAIL, RAIL.meta, config().spire)
+    assert [e.hint for e in entries] == ["gateway", "payment-worker"]
+    gateway = entries[0]
+    assert gateway.spiffe_id == f"spiffe://{TRUST_DOMAIN}/ns/payments/sa/card-eur-gateway"
+    assert gateway.selectors == (Selector("k8s", "ns:payments"), Selector("k8s", "sa:card-eur-gateway"))
+    assert gateway.entry_id == "payplane.payments.paymentrail.card-eur.gateway"
+    assert gateway.dns_names == ("card-eur-gateway.payments.svc",)
+
+
+def test_local_entries_select_the_gid_devinfra_starts_the_workload_with() -> None:
+    shard = parse_shard(body("LedgerShard", "card-eur-a", shard_spec()))
+    (entry,) = workload_entries(Kind.LEDGER_SHARD, shard.meta, config(IdentityMode.LOCAL).spire)
+    assert entry.selectors == (Selector("unix", f"gid:{devinfra_local_gid(entry.spiffe_id)}"),)
+    assert entry.dns_names == ()
+
+
+@pytest.mark.parametrize("spiffe_id", ["spiffe://a/ns/b/sa/c", "spiffe://payplane.local/ns/x/sa/card-eur-gateway"])
+def test_local_gid_matches_devinfra(spiffe_id: str) -> None:
+    assert local_gid(spiffe_id) == devinfra_local_gid(spiffe_id)
+
+
+def test_entry_ids_use_only_characters_spire_accepts() -> None:
+    shard = parse_shard(body("LedgerShard", "s" * 40, shard_spec(), namespace="n" * 63))
+    identifier = entry_id(Kind.LEDGER_SHARD, shard.meta, WorkloadRole.LEDGER_WRITER)
+    assert len(identifier) <= 255
+    assert set(identifier) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def test_policy_versions_follow_content_not_order_of_keys() -> None:
+    a = {"mode": "Enforce", "rules": [{"name": "x"}]}
+    b = {"rules": [{"name": "x"}], "mode": "Enforce"}
+    assert policy_version(a) == policy_version(b)
+    assert policy_version(a) != policy_version({**a, "mode": "Shadow"})
+    assert len(policy_version(a)) == 16

@@ -1,0 +1,303 @@
+"""The reconcilers against in-memory fakes of Kubernetes, Kafka and SPIRE: what they change, what they
+report, and that doing it twice changes nothing."""
+
+from typing import Any
+
+from payplane_contracts.topics import RailTopics
+from payplane_operator.api.v1alpha1 import API_VERSION
+from payplane_operator.clients.errors import KubeApiError
+from payplane_operator.desired.coverage import ShardRange
+from payplane_operator.reconcile.outcome import Outcome
+from payplane_operator.reconcile.policy import policy_view, reconcile_policy
+from payplane_operator.reconcile.rail import RailContext, finalize_rail, reconcile_rail
+from payplane_operator.reconcile.shard import finalize_shard, reconcile_shard
+from payplane_operator.reconcile.workloads import ChildTracker
+from payplane_operator.resources import ObjectRef, TopicState
+from tests.operator_support import FakeKafka, FakeKube, body, fake_deps, policy_spec, rail_spec, shard_spec
+
+COVERED = RailContext(shards=[ShardRange("a", 0, 3), ShardRange("b", 4, 7)], policy=None, topics_owned_by=None)
+NO_SHARDS = RailContext(shards=[], policy=None, topics_owned_by=None)
+TOPICS = RailTopics("card-eur")
+
+
+def _conditions(outcome: Outcome) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in outcome.status["conditions"]}
+
+
+async def _rail(kube: FakeKube, **spec: Any) -> dict[str, Any]:
+    rail = body("PaymentRail", "card-eur", rail_spec(**spec))
+    kube.put(rail)
+    return rail
+
+
+async def _current(kube: FakeKube, kind: str = "PaymentRail", name: str = "card-eur") -> dict[str, Any]:
+    found = await kube.get(ObjectRef(API_VERSION, kind, "payments", name))
+    assert found is not None
+    return found
+
+
+async def test_a_new_rail_gets_workloads_topics_identities_and_a_status_that_says_what_is_missing() -> None:
+    deps, kube, kafka, spire = fake_deps()
+    rail = await _rail(kube)
+    outcome = await reconcile_rail(rail, NO_SHARDS, deps, ChildTracker())
+    conditions = _conditions(outcome)
+    assert conditions["WorkloadsReady"][0] == "True"
+    assert conditions["TopicsReady"][:2] == ("True", "TopicsInSync")
+    assert conditions["IdentitiesReady"][0] == "True"
+    assert conditions["PartitionsCovered"][:2] == ("False", "NoShards")
+    assert conditions["Ready"][:2] == ("False", "NoShards")
+    assert outcome.status["phase"] == "Degraded"
+    assert outcome.status["observedGeneration"] == 1
+    assert not outcome.retry
+    assert len(kafka.topics) == 5
+    assert kafka.topics[TOPICS.ledger_commands].partitions == 8
+    assert set(spire.entries) == {
+        "payplane.payments.paymentrail.card-eur.gateway",
+        "payplane.payments.paymentrail.card-eur.payment-worker",
+    }
+    assert len(kube.of_kind("Deployment")) == 2
+    assert (await _current(kube))["status"] == outcome.status
+    reasons = [n.reason for n in outcome.notes]  # the controller posts them
+    assert reasons.count("TopicCreated") == 5
+    assert "NoShards" in reasons
+
+
+async def test_reconciling_again_changes_nothing_and_says_nothing() -> None:
+    deps, kube, _, _ = fake_deps()
+    await _rail(kube)
+    tracker = ChildTracker()
+    await reconcile_rail(await _current(kube), COVERED, deps, tracker)
+    writes = kube.writes
+    again = await reconcile_rail(await _current(kube), COVERED, deps, tracker)
+    assert kube.writes == writes
+    assert again.notes == []
+    assert again.ready
+    assert again.status["phase"] == "Ready"
+
+
+async def test_partitions_grow_but_never_shrink() -> None:
+    deps, kube, kafka, _ = fake_deps()
+    await _rail(kube)
+    await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    grown = await _rail(kube, ledger={"partitions": 12})
+    outcome = await reconcile_rail(grown, COVERED, deps, ChildTracker())
+    assert kafka.topics[TOPICS.ledger_commands].partitions == 12
+    assert any(n.reason == "TopicPartitionsIncreased" for n in outcome.notes)
+    state = kafka.topics[TOPICS.payment_events]
+    kafka.topics[TOPICS.payment_events] = TopicState(state.name, 20, 1, state.configs)
+    outcome = await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["TopicsReady"]
+    assert (status, reason) == ("False", "NotSupported")
+    assert "payplane.card-eur.payments.events has 20 partitions, the spec asks for 6" in message
+    assert kafka.topics[TOPICS.payment_events].partitions == 20
+
+
+async def test_topic_config_drift_and_deleted_topics_are_restored() -> None:
+    deps, kube, kafka, _ = fake_deps()
+    await _rail(kube)
+    await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    state = kafka.topics[TOPICS.ledger_results]
+    kafka.topics[TOPICS.ledger_results] = TopicState(
+        state.name, state.partitions, 1, {**state.configs, "retention.ms": "1"}
+    )
+    del kafka.topics[TOPICS.ledger_commands]
+    outcome = await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    assert kafka.topics[TOPICS.ledger_results].configs["retention.ms"] == str(168 * 3600 * 1000)
+    assert TOPICS.ledger_commands in kafka.topics
+    assert {"TopicConfigured", "TopicCreated"} <= {n.reason for n in outcome.notes}
+    assert outcome.ready
+
+
+async def test_kafka_down_is_a_temporary_failure_that_does_not_stop_the_rest() -> None:
+    deps, kube, kafka, spire = fake_deps()
+    kafka.down = True
+    outcome = await reconcile_rail(await _rail(kube), COVERED, deps, ChildTracker())
+    conditions = _conditions(outcome)
+    assert conditions["TopicsReady"][:2] == ("False", "KafkaError")
+    assert "cannot reach Kafka" in conditions["TopicsReady"][2]
+    assert conditions["Ready"][1] == "KafkaError"
+    assert outcome.retry
+    assert outcome.status["phase"] == "Degraded"
+    assert len(kube.of_kind("Deployment")) == 2
+    assert len(spire.entries) == 2
+
+
+async def test_spire_entries_deleted_or_changed_by_hand_are_restored() -> None:
+    deps, kube, _, spire = fake_deps()
+    await _rail(kube)
+    await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    gateway_id = "payplane.payments.paymentrail.card-eur.gateway"
+    worker_id = "payplane.payments.paymentrail.card-eur.payment-worker"
+    original = spire.entries[worker_id]
+    del spire.entries[gateway_id]
+    spire.entries[worker_id] = type(original)(**{**original.__dict__, "selectors": ()})
+    outcome = await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    assert spire.entries[worker_id] == original
+    assert gateway_id in spire.entries
+    assert {"IdentityRegistered", "IdentityUpdated"} <= {n.reason for n in outcome.notes}
+
+
+async def test_a_deployment_deleted_by_hand_is_recreated_and_reported() -> None:
+    deps, kube, _, _ = fake_deps()
+    await _rail(kube)
+    tracker = ChildTracker()
+    await reconcile_rail(await _current(kube), COVERED, deps, tracker)
+    del kube.objects[ObjectRef("apps/v1", "Deployment", "payments", "card-eur-gateway")]
+    outcome = await reconcile_rail(await _current(kube), COVERED, deps, tracker)
+    assert ObjectRef("apps/v1", "Deployment", "payments", "card-eur-gateway") in kube.objects
+    assert any(n.reason == "ChildRestored" and "card-eur-gateway" in n.message for n in outcome.notes)
+
+
+async def test_switching_autoscaling_off_deletes_only_our_hpa() -> None:
+    deps, kube, _, _ = fake_deps()
+    await _rail(kube)
+    await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    hpa = ObjectRef("autoscaling/v2", "HorizontalPodAutoscaler", "payments", "card-eur-gateway")
+    assert hpa in kube.objects
+    off = {
+        "replicas": 1,
+        "autoscaling": {"enabled": False, "minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercent": 70},
+    }
+    rail = body(
+        "PaymentRail", "card-eur", rail_spec(gateway={"scaling": off}), uid=(await _current(kube))["metadata"]["uid"]
+    )
+    kube.put(rail)
+    await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    assert hpa not in kube.objects
+    deployment = kube.objects[ObjectRef("apps/v1", "Deployment", "payments", "card-eur-gateway")]
+    assert deployment["spec"]["replicas"] == 1
+
+
+async def test_an_invalid_spec_is_reported_once_and_not_retried() -> None:
+    deps, kube, kafka, _ = fake_deps()
+    rail = body("PaymentRail", "card-eur", rail_spec())
+    rail["spec"]["gateway"]["port"] = "https"  # stored under an older, looser schema
+    kube.put(rail)
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["Ready"]
+    assert (status, reason) == ("False", "InvalidSpec")
+    assert message.startswith("spec.gateway.port:")
+    assert outcome.status["phase"] == "Invalid"
+    assert not outcome.retry
+    assert kafka.topics == {}
+
+
+async def test_a_rail_whose_topic_names_another_namespace_owns_leaves_kafka_alone() -> None:
+    deps, kube, kafka, _ = fake_deps()
+    context = RailContext(shards=COVERED.shards, policy=None, topics_owned_by="team-a")
+    outcome = await reconcile_rail(await _rail(kube), context, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["TopicsReady"]
+    assert (status, reason) == ("False", "ResourceConflict")
+    assert "namespace team-a" in message
+    assert kafka.topics == {}
+
+
+async def test_the_policy_is_delivered_with_its_version_and_a_broken_one_does_not_replace_it() -> None:
+    deps, kube, _, _ = fake_deps()
+    await _rail(kube, fraudPolicyRef={"name": "default"})
+    good = policy_view(body("FraudPolicy", "default", policy_spec()))
+    context = RailContext(shards=COVERED.shards, policy=good, topics_owned_by=None)
+    outcome = await reconcile_rail(await _current(kube), context, deps, ChildTracker())
+    assert outcome.status["fraudPolicy"] == {"name": "default", "version": good.version}
+    config_map = kube.objects[ObjectRef("v1", "ConfigMap", "payments", "card-eur-config")]
+    assert good.version in config_map["data"]["fraud-policy.json"]
+    broken_spec = policy_spec(lists=[])
+    broken = policy_view(body("FraudPolicy", "default", broken_spec))
+    assert not broken.valid
+    context = RailContext(shards=COVERED.shards, policy=broken, topics_owned_by=None)
+    outcome = await reconcile_rail(await _current(kube), context, deps, ChildTracker())
+    assert _conditions(outcome)["PolicyValid"][:2] == ("False", "PolicyInvalid")
+    assert outcome.status["fraudPolicy"]["version"] == good.version
+    missing = RailContext(shards=COVERED.shards, policy=None, topics_owned_by=None)
+    outcome = await reconcile_rail(await _current(kube), missing, deps, ChildTracker())
+    assert _conditions(outcome)["PolicyValid"][1] == "PolicyNotFound"
+
+
+async def test_finalizing_removes_entries_and_keeps_topics_unless_asked() -> None:
+    deps, kube, kafka, spire = fake_deps()
+    await _rail(kube)
+    await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    await finalize_rail(await _current(kube), deps, owns_topics=True)
+    assert spire.entries == {}
+    assert len(kafka.topics) == 5
+    deleting = await _rail(kube, topics={"deletionPolicy": "Delete"})
+    await reconcile_rail(deleting, COVERED, deps, ChildTracker())
+    await finalize_rail(await _current(kube), deps, owns_topics=False)
+    assert len(kafka.topics) == 5  # another namespace's rail owns the names
+    await finalize_rail(await _current(kube), deps, owns_topics=True)
+    assert kafka.topics == {}
+
+
+async def test_a_shard_waits_for_its_rail_then_runs_its_writers() -> None:
+    deps, kube, _, spire = fake_deps()
+    shard = body("LedgerShard", "card-eur-a", shard_spec(first=0, last=3))
+    kube.put(shard)
+    outcome = await reconcile_shard(shard, None, deps, ChildTracker())
+    conditions = _conditions(outcome)
+    assert conditions["PartitionsValid"][:2] == ("False", "RailNotFound")
+    assert kube.of_kind("Deployment") == []
+    assert list(spire.entries) == ["payplane.payments.ledgershard.card-eur-a.ledger-writer"]
+    rail = await _rail(kube)
+    outcome = await reconcile_shard(await _current(kube, "LedgerShard", "card-eur-a"), rail, deps, ChildTracker())
+    assert outcome.ready
+    (deployment,) = kube.of_kind("Deployment")
+    assert deployment["metadata"]["name"] == "card-eur-a-ledger-writer"
+    assert outcome.status["replicas"] == 1
+    assert outcome.status["selector"] == (
+        "app.kubernetes.io/name=payplane,app.kubernetes.io/instance=card-eur-a,"
+        "app.kubernetes.io/component=ledger-writer"
+    )
+    await finalize_shard(await _current(kube, "LedgerShard", "card-eur-a"), deps)
+    assert spire.entries == {}
+
+
+async def test_a_shard_beyond_its_rails_partitions_is_not_deployed() -> None:
+    deps, kube, _, _ = fake_deps()
+    shard = body("LedgerShard", "card-eur-z", shard_spec(first=8, last=9))
+    kube.put(shard)
+    outcome = await reconcile_shard(shard, await _rail(kube), deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["PartitionsValid"]
+    assert (status, reason) == ("False", "PartitionsOutsideRail")
+    assert "8-9 reach beyond rail card-eur's 8 partitions (0-7)" in message
+    assert kube.of_kind("Deployment") == []
+
+
+async def test_kubernetes_refusing_a_child_is_reported_with_its_message() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+    kube.fail = KubeApiError("PATCH deployments/x: 403 forbidden", status=403)
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    kube.fail = None
+    status, reason, message = _conditions(outcome)["WorkloadsReady"]
+    assert (status, reason) == ("False", "KubernetesError")
+    assert "403 forbidden" in message
+    assert not outcome.retry  # RBAC will not fix itself; the drift timer tries again anyway
+
+
+async def test_a_status_that_cannot_be_written_asks_for_a_retry() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+    kube.fail_status = KubeApiError("PATCH paymentrails/card-eur/status: 503", status=503)
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    assert outcome.retry
+    assert "status" not in rail
+
+
+async def test_a_policy_gets_a_version_and_an_invalid_one_says_why() -> None:
+    deps, kube, _, _ = fake_deps()
+    policy = body("FraudPolicy", "default", policy_spec())
+    kube.put(policy)
+    outcome = await reconcile_policy(policy, deps)
+    assert outcome.status["version"] == policy_view(policy).version
+    assert outcome.status["rules"] == 2
+    assert outcome.status["phase"] == "Ready"
+    broken = body("FraudPolicy", "broken", policy_spec(lists=[]))
+    kube.put(broken)
+    outcome = await reconcile_policy(broken, deps)
+    assert _conditions(outcome)["PolicyValid"][:2] == ("False", "PolicyInvalid")
+    assert "version" not in outcome.status
+    assert outcome.status["phase"] == "Invalid"
+
+
+def test_fakes_follow_kafka_in_refusing_to_shrink() -> None:
+    assert FakeKafka().topics == {}
