@@ -2,6 +2,7 @@
 a cross-partition payment completes, a refused one is reversed, and each gets one final outcome."""
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -10,7 +11,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from payplane.adapters.ledger_verify import verify
+from payplane.adapters.ledger_verify import cross_partition_check, verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
@@ -129,3 +130,20 @@ async def test_two_writers_settle_cross_partition_payments(
     assert in_transit == 0
     report = await verify(shard)
     assert report.passed, report.render()
+    cross = await cross_partition_check([shard], now_us=time.time_ns() // 1000)
+    assert cross.passed, cross.violations
+
+    # a first leg whose credit leg never came: in flight while young, a violation once old
+    await shard.execute(
+        """insert into transfers (id, partition, mode, kind, debit_account_id, credit_account_id, amount_minor,
+                                  currency, request, applied_at_us)
+           values ('lost', 0, 'posted', 'payment', $1, '~transit:EUR:0', 5, 'EUR',
+                   '{"forward_to": "somebody"}'::jsonb, $2)""",
+        PAYER,
+        1_000_000_000,
+    )
+    young = await cross_partition_check([shard], now_us=1_000_000_000 + 5_000_000)
+    old = await cross_partition_check([shard], now_us=1_000_000_000 + 120_000_000)
+    assert young.passed
+    assert old.violation_count == 1
+    assert old.violations[0].startswith("lost: neither credited nor reversed")

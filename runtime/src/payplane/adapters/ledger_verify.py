@@ -4,6 +4,7 @@ from typing import Final
 
 import asyncpg
 
+from payplane.ledger.legs import CREDIT_LEG_SUFFIX, REVERSAL_SUFFIX
 from payplane.ledger.verify import CheckResult, VerifyReport
 
 EXAMPLES_MAX: Final = 10
@@ -90,3 +91,53 @@ async def verify(conn: asyncpg.Connection) -> VerifyReport:
             lines = [str(r[0]) for r in rows]
             results.append(CheckResult(name, description, lines[:EXAMPLES_MAX], len(lines)))
     return VerifyReport(results)
+
+
+IN_FLIGHT_BOUND_S: Final = 60.0
+
+FIRST_LEGS_SQL: Final = """
+    select t.id, t.applied_at_us from transfers t
+    where t.mode = 'posted' and t.request->>'forward_to' <> ''
+    union all
+    select p.id, p.applied_at_us from transfers p join transfers h on h.id = p.pending_id
+    where p.mode = 'post_pending' and h.request->>'forward_to' <> ''"""
+LEG_IDS_SQL: Final = "select id from transfers where kind in ('transit_credit', 'reversal')"
+
+
+async def cross_partition_check(
+    conns: list[asyncpg.Connection], now_us: int, in_flight_bound_s: float = IN_FLIGHT_BOUND_S
+) -> CheckResult:
+    """Every cross-partition transfer is complete, reversed, or in flight for less than the bound.
+
+    The legs of one transfer may live in different shard databases, so this check reads all of them.
+    """
+    first_legs: dict[str, int] = {}
+    settled: set[str] = set()
+    for conn in conns:
+        first_legs.update({r["id"]: r["applied_at_us"] for r in await conn.fetch(FIRST_LEGS_SQL)})
+        settled.update(r["id"] for r in await conn.fetch(LEG_IDS_SQL))
+    bound_us = int(in_flight_bound_s * 1_000_000)
+    stuck = sorted(
+        f"{transfer_id}: neither credited nor reversed after {(now_us - applied_us) / 1e6:.0f} s"
+        for transfer_id, applied_us in first_legs.items()
+        if f"{transfer_id}{CREDIT_LEG_SUFFIX}" not in settled
+        and f"{transfer_id}{REVERSAL_SUFFIX}" not in settled
+        and now_us - applied_us > bound_us
+    )
+    return CheckResult(
+        "cross_partition_settled",
+        f"every cross-partition transfer is credited, reversed, or in flight for under {in_flight_bound_s:.0f} s",
+        stuck[:EXAMPLES_MAX],
+        len(stuck),
+    )
+
+
+async def verify_shards(conns: list[asyncpg.Connection], now_us: int) -> VerifyReport:
+    """The per-database checks on each shard, then the cross-partition check over all of them."""
+    checks: list[CheckResult] = []
+    for index, conn in enumerate(conns):
+        report = await verify(conn)
+        prefix = f"shard{index}:" if len(conns) > 1 else ""
+        checks += [CheckResult(prefix + c.name, c.description, c.violations, c.violation_count) for c in report.checks]
+    checks.append(await cross_partition_check(conns, now_us))
+    return VerifyReport(checks)

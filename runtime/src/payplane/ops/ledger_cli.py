@@ -10,13 +10,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from payplane.adapters import ledger_queries
-from payplane.adapters.ledger_verify import verify
+from payplane.adapters.ledger_verify import verify_shards
 
 EXIT_VIOLATED = 2
 EXIT_NOT_FOUND = 4
@@ -31,7 +32,12 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
     ledger = subparsers.add_parser("ledger", help="inspect and verify the double-entry ledger")
     verbs = ledger.add_subparsers(dest="verb", required=True)
     check = verbs.add_parser("verify", help="check Σ = 0 per currency, balances = Σ entries, limits, holds")
-    _add_dsn(check)
+    check.add_argument(
+        "--dsn",
+        action="append",
+        help="a shard database; repeat for every shard of the rail so cross-partition transfers can be "
+        "followed across them (default: $PAYPLANE_LEDGER_DSN, then $PAYPLANE_POSTGRES_DSN)",
+    )
     for name, text in [
         ("account", "one account"),
         ("balance", "an account's balances"),
@@ -52,6 +58,9 @@ def _add_dsn(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verb == "verify" and not args.dsn:
+        fallback = os.environ.get("PAYPLANE_LEDGER_DSN") or os.environ.get("PAYPLANE_POSTGRES_DSN")
+        args.dsn = [fallback] if fallback else None
     if not args.dsn:
         print(f"payplane ledger {args.verb}: no database; pass --dsn or set PAYPLANE_LEDGER_DSN", file=sys.stderr)
         return 1
@@ -77,15 +86,18 @@ async def _lookup(dsn: str, verb: str, item_id: str) -> int:
     return 0
 
 
-async def _verify(dsn: str) -> int:
+async def _verify(dsns: list[str]) -> int:
+    conns: list[asyncpg.Connection] = []
     try:
-        conn = await asyncpg.connect(dsn, timeout=10)
+        for dsn in dsns:
+            conns.append(await asyncpg.connect(dsn, timeout=10))
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"payplane ledger verify: cannot connect: {exc}", file=sys.stderr)
         return 1
     try:
-        report = await verify(conn)
+        report = await verify_shards(conns, time.time_ns() // 1000)
     finally:
-        await conn.close()
+        for conn in conns:
+            await conn.close()
     print(report.render())
     return 0 if report.passed else EXIT_VIOLATED
