@@ -26,7 +26,7 @@ test: setup check infra-up ## the whole test suite: lint, types, layers, unit, i
 	$(BIN)/pytest tests
 
 .PHONY: setup
-setup: system-deps $(VENV)/.synced proto ## install system packages (Debian), the locked Python environment, generated stubs
+setup: system-deps $(VENV)/.synced proto proto-runtime ## install system packages (Debian), the locked Python environment, generated stubs
 
 .PHONY: system-deps
 system-deps: ## Debian packages the local infrastructure needs (installed only when missing)
@@ -46,8 +46,12 @@ $(VENV)/.synced: pyproject.toml uv.lock
 proto: $(VENV)/.synced ## generate the operator's SPIRE Server API stubs from spire-api-sdk (cached; instant when current)
 	$(BIN)/python operator/tools/gen_spire_api.py --version $(SPIRE_API_SDK) --out operator/src
 
+.PHONY: proto-runtime
+proto-runtime: $(VENV)/.synced ## generate payplane's own gRPC code from runtime/proto (instant when current)
+	$(BIN)/python runtime/tools/gen_proto.py --proto runtime/proto --out runtime/src
+
 .PHONY: check
-check: $(VENV)/.synced proto ## ruff (lint + format), mypy --strict, import-linter layer contracts
+check: $(VENV)/.synced proto proto-runtime ## ruff (lint + format), mypy --strict, import-linter layer contracts
 	$(BIN)/ruff check $(PY_SOURCES)
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/mypy
@@ -67,7 +71,7 @@ infra-down: ## stop what infra-up started
 	$(BIN)/payplane infra down
 
 .PHONY: test-unit
-test-unit: $(VENV)/.synced proto ## unit tier only (no infrastructure)
+test-unit: $(VENV)/.synced proto proto-runtime ## unit tier only (no infrastructure)
 	$(BIN)/pytest tests/unit
 
 .PHONY: test-integration
