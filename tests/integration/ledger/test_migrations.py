@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
+from payplane.adapters.ledger_verify import verify
 from payplane.adapters.postgres_migrations import MigrationError, load_migrations, migrate
 
 
@@ -16,7 +17,9 @@ async def test_applies_once_then_nothing(shard_dsn: str) -> None:
         assert applied == [m.version for m in load_migrations(MIGRATIONS_PACKAGE)]
         assert await migrate(conn, MIGRATIONS_PACKAGE) == []
         tables = {r["tablename"] for r in await conn.fetch("select tablename from pg_tables where schemaname='public'")}
-        assert {"accounts", "transfers", "entries", "rejections", "outbox", "consumed_offsets"} <= tables
+        assert {"accounts", "transfers", "rejections", "outbox", "consumed_offsets"} <= tables
+        views = {r["viewname"] for r in await conn.fetch("select viewname from pg_views where schemaname='public'")}
+        assert "entries" in views
     finally:
         await conn.close()
 
@@ -56,3 +59,37 @@ async def test_schema_constraints_hold_on_data(shard: asyncpg.Connection) -> Non
         await shard.execute(
             "insert into accounts (id, partition, currency, owner, created_at_us) values ('b', 0, 'eur', 'o', 0)"
         )
+
+
+async def test_each_migration_keeps_existing_data(shard_dsn: str) -> None:
+    """Data written under every earlier schema survives the later migrations with the same meaning."""
+    conn = await asyncpg.connect(shard_dsn)
+    try:
+        await migrate(conn, MIGRATIONS_PACKAGE, target_version=1)
+        await conn.execute(
+            "insert into accounts (id, partition, currency, owner, created_at_us) values"
+            " ('w', 0, 'EUR', 'rail', 0), ('a', 0, 'EUR', 'a', 0)"
+        )
+        await conn.execute(
+            "update accounts set debits_posted_minor = 70 where id = 'w';"
+            " update accounts set credits_posted_minor = 70 where id = 'a'"
+        )
+        await conn.execute(
+            "insert into transfers (id, partition, mode, kind, debit_account_id, credit_account_id, amount_minor,"
+            " currency, request, applied_at_us) values ('t1', 0, 'posted', 'payment', 'w', 'a', 70, 'EUR', '{}', 1)"
+        )
+        await conn.execute("insert into entries values ('t1', 'w', 'debit', 70, 0), ('t1', 'a', 'credit', 70, 0)")
+        await conn.execute("insert into outbox (partition, topic, payload) values (0, 'results', 'x')")
+
+        await migrate(conn, MIGRATIONS_PACKAGE, target_version=2)  # hot-path foreign keys dropped
+        await migrate(conn, MIGRATIONS_PACKAGE, target_version=3)  # outbox rows gain a Kafka partition
+        assert await conn.fetchval("select kafka_partition from outbox") is None
+        await migrate(conn, MIGRATIONS_PACKAGE)  # entries become a view over posted transfers
+        entries = sorted(
+            tuple(r) for r in await conn.fetch("select transfer_id, account_id, side, amount_minor from entries")
+        )
+        assert entries == [("t1", "a", "credit", 70), ("t1", "w", "debit", 70)]
+        report = await verify(conn)
+        assert report.passed, report.render()
+    finally:
+        await conn.close()

@@ -22,7 +22,6 @@ from payplane.ledger.model import (
     AccountSpec,
     AccountStatus,
     BalanceChange,
-    Entry,
     PendingState,
     Transfer,
     TransferRequest,
@@ -134,7 +133,6 @@ async def persist(
         await _write_balances(conn, [ledger.accounts[a] for a in touched])
         await _insert_transfers(conn, [c.transfer for c in outcome.changes if c.transfer is not None], partition_of)
         await _update_pending_states(conn, [c.pending_resolved for c in outcome.changes if c.pending_resolved])
-        await _insert_entries(conn, [e for c in outcome.changes for e in c.entries], partition_of)
         rejections = [c.rejection for c in outcome.changes if c.rejection is not None]
         await _insert_rejections(conn, outcome.partition, rejections, outcome.now_us)
         await _insert_outbox(conn, outcome.partition, outcome.outbox)
@@ -238,15 +236,6 @@ async def _update_pending_states(conn: asyncpg.Connection, resolved: Sequence[Tr
            from unnest($1::text[], $2::text[]) as v(id, state) where t.id = v.id""",
         [t.id for t in resolved],
         [t.pending_state.value if t.pending_state else None for t in resolved],
-    )
-
-
-async def _insert_entries(conn: asyncpg.Connection, entries: Sequence[Entry], partition_of: dict[str, int]) -> None:
-    if not entries:
-        return
-    records = [(e.transfer_id, e.account_id, e.side.value, e.amount_minor, partition_of[e.account_id]) for e in entries]
-    await conn.copy_records_to_table(
-        "entries", records=records, columns=("transfer_id", "account_id", "side", "amount_minor", "partition")
     )
 
 

@@ -35,7 +35,7 @@ CHECKS: Final[list[tuple[str, str, str]]] = [
     ),
     (
         "entries_reference_known_rows",
-        "every entry belongs to an applied transfer and an existing account (no foreign keys on the hot path)",
+        "every posted movement names existing accounts (no foreign keys on the hot path)",
         """select e.transfer_id || '/' || e.side || ' -> ' || e.account_id
            from entries e
            where not exists (select 1 from transfers t where t.id = e.transfer_id)

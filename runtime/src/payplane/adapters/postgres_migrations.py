@@ -46,8 +46,9 @@ def load_migrations(package: str) -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, package: str) -> list[int]:
-    """Apply the missing migrations of ``package``; return the versions applied now (often none)."""
+async def migrate(conn: asyncpg.Connection, package: str, target_version: int | None = None) -> list[int]:
+    """Apply the missing migrations of ``package`` (up to ``target_version``, default all); return the
+    versions applied now (often none). Tests stop at a version to load data the next migration must keep."""
     migrations = load_migrations(package)
     async with conn.transaction():
         await conn.execute("select pg_advisory_xact_lock($1)", _LOCK_KEY)
@@ -62,7 +63,7 @@ async def migrate(conn: asyncpg.Connection, package: str) -> list[int]:
         _check_history(migrations, applied)
         newly_applied = []
         for migration in migrations:
-            if migration.version in applied:
+            if migration.version in applied or (target_version is not None and migration.version > target_version):
                 continue
             await conn.execute(migration.sql)
             await conn.execute(
