@@ -3,7 +3,8 @@
 Watches every namespace unless ``PAYPLANE_WATCH_NAMESPACES`` (comma-separated) narrows it. Peering is
 mandatory (two replicas never both act; the kopf peering CRDs must be installed) unless
 ``PAYPLANE_PEERING_STANDALONE=true``. Liveness is served at ``PAYPLANE_LIVENESS_ENDPOINT`` (default
-``http://127.0.0.1:8080/healthz``; the chart binds all interfaces).
+``http://127.0.0.1:8080/healthz``; the chart binds all interfaces). Logs go to stderr, as JSON when
+``PAYPLANE_LOG_FORMAT=json``; ``PAYPLANE_LOG_LEVEL=debug`` or ``warning`` moves the level from info.
 """
 
 import os
@@ -22,6 +23,13 @@ def main() -> int:
     except ConfigError as error:
         print(f"payplane-operator: {error}", file=sys.stderr)
         return 2
+    log_level = os.environ.get("PAYPLANE_LOG_LEVEL", "info").lower()
+    json_logs = os.environ.get("PAYPLANE_LOG_FORMAT", "").lower() == "json"
+    kopf.configure(
+        debug=log_level == "debug",
+        quiet=log_level == "warning",
+        log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL,
+    )
     namespaces = [n.strip() for n in os.environ.get("PAYPLANE_WATCH_NAMESPACES", "").split(",") if n.strip()]
     standalone = os.environ.get("PAYPLANE_PEERING_STANDALONE", "").lower() in {"1", "true", "yes"}
     kopf.run(

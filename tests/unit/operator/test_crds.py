@@ -41,6 +41,17 @@ def test_every_field_is_typed_and_described(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_descriptions_state_scalar_defaults(kind: str) -> None:
+    """``kubectl explain`` does not show defaults, so each description says it (and stays true)."""
+    for path, node in _walk(crd_schema(kind), kind):
+        default = node.get("default")
+        if default is None or isinstance(default, dict | list):
+            continue
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        assert f"Defaults to {shown}." in node["description"], f"{path}: description does not say its default"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_names_group_category_and_status_subresource(kind: str) -> None:
     crd = load_crd(kind)
     spec = crd["spec"]

@@ -71,6 +71,7 @@ async def test_reconciling_again_changes_nothing_and_says_nothing() -> None:
     again = await reconcile_rail(await _current(kube), COVERED, deps, tracker)
     assert kube.writes == writes
     assert again.notes == []
+    assert not again.retry  # nothing to retry: kopf must not be asked to come back
     assert again.ready
     assert again.status["phase"] == "Ready"
 

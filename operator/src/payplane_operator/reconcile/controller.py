@@ -59,6 +59,22 @@ def _values(index: Mapping[Any, Iterable[T]], key: Any) -> list[T]:
     return list(index[key]) if key in index else []
 
 
+def _log_reconcile(kind: Kind, namespace: str, name: str, outcome: Outcome, started: float) -> None:
+    """INFO when something changed (there are events to post), DEBUG for the quiet level-based passes."""
+    level = logging.INFO if outcome.notes else logging.DEBUG
+    log.log(
+        level,
+        "reconciled %s %s/%s in %.0f ms: phase %s, %d changes%s",
+        kind.value,
+        namespace,
+        name,
+        (time.monotonic() - started) * 1000,
+        outcome.status.get("phase", "-"),
+        len(outcome.notes),
+        ", will retry" if outcome.retry else "",
+    )
+
+
 def plain(body: Body) -> dict[str, Any]:
     """A detached copy of an object body (kopf hands out live views)."""
     return copy.deepcopy({key: body[key] for key in body})
@@ -86,8 +102,10 @@ class Controller:
             body = await self._current(Kind.PAYMENT_RAIL, namespace, name)
             if body is None:
                 return NOTHING
+            started = time.monotonic()
             outcome = await rail_rec.reconcile_rail(body, self._rail_context(body), self.deps, self._tracker)
             await self._post(body, outcome.notes)
+            _log_reconcile(Kind.PAYMENT_RAIL, namespace, name, outcome, started)
         if wake_related:
             for shard in _values(self.indexes.shards_by_rail, (namespace, name)):
                 self.poke(Kind.LEDGER_SHARD, namespace, shard.name)
@@ -100,8 +118,10 @@ class Controller:
                 return NOTHING
             rail_name = str((body.get("spec") or {}).get("railRef", {}).get("name", ""))
             rails = _values(self.indexes.rails, (namespace, rail_name))
+            started = time.monotonic()
             outcome = await shard_rec.reconcile_shard(body, rails[0] if rails else None, self.deps, self._tracker)
             await self._post(body, outcome.notes)
+            _log_reconcile(Kind.LEDGER_SHARD, namespace, name, outcome, started)
         if wake_related and rail_name:
             self.poke(Kind.PAYMENT_RAIL, namespace, rail_name)
         return outcome
@@ -111,8 +131,10 @@ class Controller:
             body = await self._current(Kind.FRAUD_POLICY, namespace, name)
             if body is None:
                 return NOTHING
+            started = time.monotonic()
             outcome = await reconcile_policy(body, self.deps)
             await self._post(body, outcome.notes)
+            _log_reconcile(Kind.FRAUD_POLICY, namespace, name, outcome, started)
         if wake_related:
             self.wake_policy_users(namespace, name)
         return outcome

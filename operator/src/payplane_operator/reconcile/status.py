@@ -86,9 +86,12 @@ def transition_notes(old: Sequence[Mapping[str, Any]], new: Sequence[Condition])
 
 
 async def write_status(kube: Kube, body: Mapping[str, Any], status: dict[str, Any], field_manager: str) -> bool:
-    """Apply ``status`` on the status subresource unless it equals what the object already shows."""
+    """Apply ``status`` on the status subresource unless it equals what the object already shows.
+
+    Returns False only when the write failed (logged): the caller asks for a retry.
+    """
     if dict(body.get("status") or {}) == status:
-        return False
+        return True
     metadata = body["metadata"]
     manifest = {
         "apiVersion": body["apiVersion"],

@@ -1,6 +1,7 @@
 """Apply an owner's Kubernetes children with server-side apply, remove the ones that must not exist, and
 judge the Deployments' readiness from what the API server answers."""
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from payplane_operator.reconcile.outcome import Note, StepResult, failed_step
 from payplane_operator.reconcile.ports import Kube
 from payplane_operator.resources import ObjectRef
 from payplane_operator.settings import WorkloadReadiness
+
+PREREQUISITE_KINDS = frozenset({"ServiceAccount", "ConfigMap"})
 
 
 @dataclass(frozen=True)
@@ -71,14 +74,18 @@ async def ensure_children(
 ) -> StepResult:
     notes: list[Note] = []
     deployments: list[DeploymentState] = []
+    # What pods need (accounts, configuration) first, then the rest; each wave concurrently.
+    first = [m for m in children.apply if m["kind"] in PREREQUISITE_KINDS]
+    then = [m for m in children.apply if m["kind"] not in PREREQUISITE_KINDS]
     try:
-        for manifest in children.apply:
-            stored = await kube.apply(manifest, field_manager=field_manager)
-            ref = ObjectRef.of(manifest)
-            if tracker.recreated(owner_uid, ref, stored["metadata"]["uid"]):
-                notes.append(Note.warning("ChildRestored", f"re-created {ref} (it had been deleted)"))
-            if manifest["kind"] == "Deployment":
-                deployments.append(deployment_state(stored, readiness))
+        for wave in (first, then):
+            stored_wave = await asyncio.gather(*(kube.apply(m, field_manager=field_manager) for m in wave))
+            for manifest, stored in zip(wave, stored_wave, strict=True):
+                ref = ObjectRef.of(manifest)
+                if tracker.recreated(owner_uid, ref, stored["metadata"]["uid"]):
+                    notes.append(Note.warning("ChildRestored", f"re-created {ref} (it had been deleted)"))
+                if manifest["kind"] == "Deployment":
+                    deployments.append(deployment_state(stored, readiness))
         for ref in children.absent:
             existing = await kube.get(ref)
             if existing is not None and _owned_by(existing, owner_uid):
