@@ -5,8 +5,8 @@ import sys
 from collections.abc import Sequence
 
 from payplane.devinfra import cli as infra_cli
-from payplane.ops import ledger_cli
-from payplane.services import ledger_writer
+from payplane.ops import clients_cli, ledger_cli
+from payplane.services import gateway, ledger_writer, payment_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,9 @@ def build_parser() -> argparse.ArgumentParser:
     infra_cli.add_parser(subparsers)
     ledger_cli.add_parser(subparsers)
     ledger_writer.add_parser(subparsers)
+    payment_worker.add_parser(subparsers)
+    gateway.add_parser(subparsers)
+    clients_cli.add_parser(subparsers)
     return parser
 
 

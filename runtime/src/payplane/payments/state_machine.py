@@ -3,7 +3,7 @@
     processing ──ledger_posted──▶ succeeded ──refund──▶ partially_refunded ──refund──▶ refunded
         │  │  └──ledger_held──▶ authorized ──capture──▶ succeeded
         │  │                        └──cancel──▶ canceled
-        │  └──ledger_refused──▶ failed
+        │  └──ledger_refused | fraud_declined──▶ failed
         └──review_required──▶ requires_review ──approve──▶ succeeded | authorized
                                    └──reject | cancel──▶ canceled
 
@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     LEDGER_HELD = "ledger_held"  # the ledger placed the hold (manual capture)
     LEDGER_REFUSED = "ledger_refused"  # insufficient funds, frozen account, …
     REVIEW_REQUIRED = "review_required"  # the fraud policy wants a person to look
+    FRAUD_DECLINED = "fraud_declined"  # the fraud policy refused it before any money moved
     APPROVE = "approve"
     REJECT = "reject"
     CAPTURE = "capture"
@@ -53,6 +54,7 @@ TRANSITIONS: dict[tuple[PaymentStatus, EventKind], PaymentStatus] = {
     (S.PROCESSING, E.LEDGER_HELD): S.AUTHORIZED,
     (S.PROCESSING, E.LEDGER_REFUSED): S.FAILED,
     (S.PROCESSING, E.REVIEW_REQUIRED): S.REQUIRES_REVIEW,
+    (S.PROCESSING, E.FRAUD_DECLINED): S.FAILED,
     (S.REQUIRES_REVIEW, E.APPROVE): S.SUCCEEDED,
     (S.REQUIRES_REVIEW, E.REJECT): S.CANCELED,
     (S.REQUIRES_REVIEW, E.CANCEL): S.CANCELED,

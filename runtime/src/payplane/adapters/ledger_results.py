@@ -1,0 +1,97 @@
+"""The payment worker's consumer of ledger outcomes (``payplane.<rail>.ledger.results``).
+
+A consumer group spreads the topic's partitions over the worker replicas. Each fetched batch is
+applied in one PostgreSQL transaction, then its offsets are committed: a crash in between redelivers
+the batch, which changes nothing (each ledger operation is resolved once). Undecodable records go to
+the group's dead-letter topic with the reason; transient failures are retried with bounded backoff.
+"""
+
+import asyncio
+import logging
+from typing import Final
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from payplane.adapters.payments_store import PaymentsStore
+from payplane_contracts.ledger_messages import MessageError, TransferOutcome, decode_outcome
+from payplane_contracts.topics import RailTopics, consumer_group
+
+log = logging.getLogger(__name__)
+
+CONSUMER_ROLE: Final = "payment-worker"
+BATCH_RECORDS_MAX: Final = 2000
+RETRY_BACKOFF_S_MAX: Final = 5.0
+
+
+class LedgerResultsConsumer:
+    def __init__(self, bootstrap: str, topics: RailTopics, store: PaymentsStore) -> None:
+        self.topics = topics
+        self.store = store
+        self.group = consumer_group(topics.rail, CONSUMER_ROLE)
+        self.dead_letter_topic = topics.dead_letters(CONSUMER_ROLE)
+        self.consumer = AIOKafkaConsumer(
+            topics.ledger_results,
+            bootstrap_servers=bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+        )
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.applied = 0
+        self.dead_lettered = 0
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.consumer.start()
+        await self.producer.start()
+        try:
+            while not self._stopping.is_set():
+                await self._round()
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _round(self) -> None:
+        try:
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=BATCH_RECORDS_MAX)
+        except KafkaError as exc:
+            log.warning("ledger results: %r", exc)
+            await asyncio.sleep(0.5)
+            return
+        records = [r for rs in batches.values() for r in rs]
+        if not records:
+            return
+        outcomes: list[TransferOutcome] = []
+        for record in records:
+            try:
+                outcomes.append(decode_outcome(record.value))
+            except MessageError as exc:
+                await self._dead_letter(record.value, record.partition, record.offset, str(exc))
+        backoff_s = 0.05
+        while True:
+            try:
+                self.applied += await self.store.apply_outcomes(outcomes)
+                await self.consumer.commit()
+                return
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                if self._stopping.is_set():
+                    return  # uncommitted: redelivered to whoever takes the partitions, harmlessly
+                log.warning("ledger results: applying a batch failed (%r); retrying in %.2fs", exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
+
+    async def _dead_letter(self, value: bytes | None, partition: int, offset: int, reason: str) -> None:
+        headers = [
+            ("reason", reason.encode()),
+            ("original_topic", self.topics.ledger_results.encode()),
+            ("original_partition", str(partition).encode()),
+            ("original_offset", str(offset).encode()),
+        ]
+        await self.producer.send_and_wait(self.dead_letter_topic, value or b"", headers=headers)
+        self.dead_lettered += 1

@@ -1,0 +1,125 @@
+"""Redis at the payment path's edge: idempotency leases (the fast path) and per-client rate limiting.
+
+Neither is the truth for money. An idempotency *lease* (``SET NX PX``) answers a concurrent duplicate
+with 409 without touching PostgreSQL, and is released once the request is done; PostgreSQL's unique
+key decides, so a flushed or unreachable Redis never allows a duplicate. Rate limiting is GCRA in one
+Lua round trip. When Redis is unreachable both degrade open (requests go straight to PostgreSQL and
+are not rate-limited) and Redis is skipped for ``breaker_s`` so an outage adds no latency.
+"""
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import redis.asyncio as redis_asyncio
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+LEASE_MS: Final = 30_000  # a crashed request's lease frees its key after this long
+SOCKET_TIMEOUT_S: Final = 0.25
+BREAKER_S: Final = 1.0
+
+# GCRA (generic cell rate algorithm): one key per client holding the theoretical arrival time (ms).
+# ARGV: now_ms, emission interval ms (1000 / rate), burst. Returns {allowed, retry_after_ms}.
+_GCRA: Final = """
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+if tat < now then tat = now end
+local allow_at = tat - interval * burst
+if now < allow_at then
+  return {0, math.ceil(allow_at - now)}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
+return {1, 0}
+"""
+_RELEASE: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LeaseState(StrEnum):
+    ACQUIRED = "acquired"
+    HELD_SAME_BODY = "held_same_body"  # a request with this key and this body is in flight
+    HELD_OTHER_BODY = "held_other_body"  # … with another body
+    UNAVAILABLE = "unavailable"  # Redis is down: PostgreSQL decides alone
+
+
+@dataclass(frozen=True)
+class Lease:
+    state: LeaseState
+    key: str = ""
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float = 0.0
+
+
+class RedisEdge:
+    def __init__(self, url: str, breaker_s: float = BREAKER_S) -> None:
+        self._client = redis_asyncio.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+        )
+        self._gcra = self._client.register_script(_GCRA)
+        self._release = self._client.register_script(_RELEASE)
+        self._breaker_s = breaker_s
+        self._skip_until = 0.0
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._skip_until
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._available():
+            log.warning("redis unavailable (%r): degrading for %.1fs", exc, self._breaker_s)
+        self._skip_until = time.monotonic() + self._breaker_s
+
+    async def lease(self, client_id: str, key: str, fingerprint: str) -> Lease:
+        if not self._available():
+            return Lease(LeaseState.UNAVAILABLE)
+        name = f"payplane:idem:{client_id}:{key}"
+        token = f"{fingerprint}:{secrets.token_hex(8)}"
+        try:
+            if await self._client.set(name, token, nx=True, px=LEASE_MS):
+                return Lease(LeaseState.ACQUIRED, name, token)
+            holder = await self._client.get(name)
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return Lease(LeaseState.UNAVAILABLE)
+        if holder is None:  # released in between: let PostgreSQL decide
+            return Lease(LeaseState.UNAVAILABLE)
+        text = holder.decode() if isinstance(holder, bytes) else str(holder)
+        same = text.partition(":")[0] == fingerprint
+        return Lease(LeaseState.HELD_SAME_BODY if same else LeaseState.HELD_OTHER_BODY)
+
+    async def release(self, lease: Lease) -> None:
+        if lease.state is not LeaseState.ACQUIRED:
+            return
+        try:
+            await self._release(keys=[lease.key], args=[lease.token])
+        except (RedisError, OSError) as exc:
+            self._failed(exc)  # the lease expires on its own
+
+    async def rate(self, client_id: str, per_second: float, burst: int) -> RateDecision:
+        if per_second <= 0 or not self._available():
+            return RateDecision(True)
+        try:
+            allowed, retry_ms = await self._gcra(
+                keys=[f"payplane:rate:{client_id}"], args=[int(time.time() * 1000), 1000.0 / per_second, burst]
+            )
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return RateDecision(True)
+        return RateDecision(bool(allowed), int(retry_ms) / 1000.0)

@@ -1,0 +1,362 @@
+"""The gateway's HTTP/JSON edge (aiohttp): authentication, rate limiting, validation, rendering, and
+calls to the payment worker over SPIFFE-mTLS gRPC.
+
+Every response body is rendered deterministically from the worker's answer, so an idempotent replay
+(the worker returns the very first answer) is byte-identical to the original; replays carry
+``Idempotent-Replayed: true``. Every failure is a JSON error object; unexpected exceptions become a
+logged ``internal_error`` instead of a crash.
+"""
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+import grpc
+import grpc.aio
+from aiohttp import web
+
+from payplane._gen.v1 import payments_pb2 as pb
+from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
+from payplane.gateway import schema
+from payplane.payments.errors import ApiError
+from payplane.payments.idempotency import IdempotencyKeyError, fingerprint, validate_key
+
+log = logging.getLogger("payplane.gateway")
+
+ERROR_METADATA_KEY: Final = "payplane-error"
+RPC_TIMEOUT_S: Final = 10.0
+AUTH_CACHE_S: Final = 5.0  # a revoked key stops working within this long
+JSON: Final = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str
+    role: str
+
+
+Authenticator = Callable[[str], Awaitable[Principal | None]]
+RateCheck = Callable[[str], Awaitable[tuple[bool, float]]]
+
+
+class WorkerPool:
+    """Round-robin over worker replicas (one mTLS channel each), so one long-lived HTTP/2 connection
+    never pins all traffic to one replica. Each target gives a fresh channel after SVID rotation."""
+
+    def __init__(self, channels: Sequence[Callable[[], grpc.aio.Channel]]) -> None:
+        if not channels:
+            raise ValueError("at least one payment worker target is required")
+        self._channels = list(channels)
+        self._next = itertools.cycle(range(len(self._channels)))
+
+    def stub(self) -> Any:
+        return pb_grpc.PaymentServiceStub(self._channels[next(self._next)]())
+
+
+def _dumps(value: object) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=_dumps({"error": error.to_dict()}), status=error.http_status, content_type=JSON, headers=headers
+    )
+
+
+def _seconds(us: int) -> int:
+    return us // 1_000_000
+
+
+def render_payment(p: pb.Payment) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "object": "payment",
+        "amount": p.amount_minor,
+        "currency": p.currency,
+        "status": p.status,
+        "source": p.source_account_id,
+        "destination": p.destination_account_id,
+        "capture_method": p.capture_method,
+        "amount_captured": p.captured_minor,
+        "amount_refunded": p.refunded_minor,
+        "failure_code": p.failure_code or None,
+        "pending_action": p.pending_action or None,
+        "description": p.description,
+        "created": _seconds(p.created_at_us),
+    }
+
+
+def render_refund(r: pb.Refund) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "object": "refund",
+        "payment": r.payment_id,
+        "amount": r.amount_minor,
+        "status": r.status,
+        "failure_code": r.failure_code or None,
+        "created": _seconds(r.created_at_us),
+    }
+
+
+def render_account(a: pb.Account) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "object": "account",
+        "currency": a.currency,
+        "type": a.type,
+        "description": a.description,
+        "created": _seconds(a.created_at_us),
+    }
+
+
+def render_balance(b: pb.AccountBalance) -> dict[str, Any]:
+    return {
+        "object": "balance",
+        "account": b.account_id,
+        "currency": b.currency,
+        "available": b.available_minor,
+        "posted": b.posted_minor,
+        "pending_debits": b.pending_debits_minor,
+        "pending_credits": b.pending_credits_minor,
+    }
+
+
+def _error_from_rpc(exc: grpc.aio.AioRpcError) -> ApiError:
+    for item in exc.trailing_metadata() or ():
+        key, value = cast(tuple[str, str], item)
+        if key == ERROR_METADATA_KEY:
+            try:
+                return ApiError.from_dict(json.loads(value))
+            except (ValueError, TypeError):
+                break
+    if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return ApiError("service_unavailable", "the payment service is unavailable; retry with the same key")
+    log.error("payment worker answered %s: %s", exc.code(), exc.details())
+    return ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
+
+
+class Gateway:
+    def __init__(
+        self,
+        workers: WorkerPool,
+        authenticate: Authenticator,
+        rate_check: RateCheck,
+        body_bytes_max: int = 16 * 1024,
+    ) -> None:
+        self.workers = workers
+        self.authenticate = authenticate
+        self.rate_check = rate_check
+        self.body_bytes_max = body_bytes_max
+        self.openapi = _dumps(schema.openapi_document())
+        self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.body_bytes_max, middlewares=[self._errors, self._auth])
+        app.router.add_get("/openapi.json", self.get_openapi)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_post("/v1/accounts", self.create_account)
+        app.router.add_get("/v1/accounts/{id}", self.get_account)
+        app.router.add_get("/v1/accounts/{id}/balance", self.get_balance)
+        app.router.add_post("/v1/payments", self.create_payment)
+        app.router.add_get("/v1/payments", self.list_payments)
+        app.router.add_get("/v1/payments/{id}", self.get_payment)
+        app.router.add_post("/v1/payments/{id}/capture", self.capture_payment)
+        app.router.add_post("/v1/payments/{id}/cancel", self.cancel_payment)
+        app.router.add_post("/v1/refunds", self.create_refund)
+        return app
+
+    # --- middleware -------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:  # noqa: PLR0911
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+        except grpc.aio.AioRpcError as exc:
+            return error_response(_error_from_rpc(exc))
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(ApiError("body_too_large", f"the request body exceeds {self.body_bytes_max} bytes"))
+        except web.HTTPMethodNotAllowed:
+            return error_response(ApiError("method_not_allowed", f"{request.method} is not allowed on {request.path}"))
+        except web.HTTPNotFound:
+            return error_response(ApiError("route_missing", f"no route for {request.method} {request.path[:200]}"))
+        except web.HTTPException as exc:
+            if exc.status >= 500:
+                raise
+            return error_response(ApiError("parameter_invalid", exc.reason))
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.path[:200])
+            return error_response(ApiError("internal_error", "an unexpected error occurred"))
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in ("/openapi.json", "/healthz"):
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise ApiError("api_key_missing", "send your API key as 'Authorization: Bearer sk_...'")
+        scheme, _, key = header.partition(" ")
+        principal = await self._principal(key.strip()) if scheme.lower() == "bearer" else None
+        if principal is None:
+            raise ApiError("api_key_invalid", "the API key is invalid or revoked")
+        allowed, retry_after_s = await self.rate_check(principal.client_id)
+        if not allowed:
+            retry = str(max(1, int(retry_after_s + 0.999)))
+            return error_response(
+                ApiError("rate_limited", "too many requests; retry after the Retry-After delay"), {"Retry-After": retry}
+            )
+        request["principal"] = principal
+        return await handler(request)
+
+    async def _principal(self, key: str) -> Principal | None:
+        now = time.monotonic()
+        cached = self._auth_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        principal = await self.authenticate(key)
+        if len(self._auth_cache) > 10_000:
+            self._auth_cache.clear()
+        self._auth_cache[key] = (now + AUTH_CACHE_S, principal)
+        return principal
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _caller(request: web.Request) -> pb.Caller:
+        principal: Principal = request["principal"]
+        return pb.Caller(client_id=principal.client_id)
+
+    async def _post_body(
+        self, request: web.Request, fields: tuple[schema.Field, ...]
+    ) -> tuple[dict[str, Any], pb.Idempotency]:
+        try:
+            key = validate_key(request.headers.get("Idempotency-Key"))
+        except IdempotencyKeyError as exc:
+            code = (
+                "idempotency_key_missing" if not request.headers.get("Idempotency-Key") else "idempotency_key_invalid"
+            )
+            raise ApiError(code, str(exc), "Idempotency-Key") from None
+        raw = await request.read()
+        if raw.strip():
+            try:
+                body: object = json.loads(raw)
+            except (UnicodeDecodeError, ValueError):
+                raise ApiError("json_invalid", "the request body is not valid JSON") from None
+        else:
+            body = {}
+        values = schema.validate_body(body, fields)
+        return values, pb.Idempotency(key=key, fingerprint=fingerprint(request.method, request.path, values))
+
+    @staticmethod
+    def _json(value: object, replayed: bool = False) -> web.Response:
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return web.Response(body=_dumps(value), status=200, content_type=JSON, headers=headers)
+
+    @staticmethod
+    def _path_id(request: web.Request) -> str:
+        value = request.match_info["id"]
+        if len(value) > schema.ID_MAX:
+            raise ApiError("resource_missing", "no such object", "id")
+        return value
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def get_openapi(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi, content_type=JSON)
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type=JSON)
+
+    async def create_account(self, request: web.Request) -> web.Response:
+        values, idem = await self._post_body(request, schema.CREATE_ACCOUNT)
+        message = pb.CreateAccountRequest(
+            caller=self._caller(request),
+            idempotency=idem,
+            currency=values["currency"],
+            type=values.get("type", ""),
+            description=values.get("description", ""),
+        )
+        answer = await self.workers.stub().CreateAccount(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_account(answer.account), answer.replayed)
+
+    async def get_account(self, request: web.Request) -> web.Response:
+        message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
+        return self._json(render_account(await self.workers.stub().GetAccount(message, timeout=RPC_TIMEOUT_S)))
+
+    async def get_balance(self, request: web.Request) -> web.Response:
+        message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
+        return self._json(render_balance(await self.workers.stub().GetAccountBalance(message, timeout=RPC_TIMEOUT_S)))
+
+    async def create_payment(self, request: web.Request) -> web.Response:
+        values, idem = await self._post_body(request, schema.CREATE_PAYMENT)
+        message = pb.CreatePaymentRequest(
+            caller=self._caller(request),
+            idempotency=idem,
+            amount_minor=values["amount"],
+            currency=values["currency"],
+            source_account_id=values["source"],
+            destination_account_id=values["destination"],
+            capture_method=values.get("capture_method", ""),
+            description=values.get("description", ""),
+        )
+        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_payment(answer.payment), answer.replayed)
+
+    async def list_payments(self, request: web.Request) -> web.Response:
+        query = schema.validate_query(dict(request.query), schema.LIST_QUERY)
+        message = pb.ListPaymentsRequest(
+            caller=self._caller(request), limit=query.get("limit", 10), starting_after=query.get("starting_after", "")
+        )
+        answer = await self.workers.stub().ListPayments(message, timeout=RPC_TIMEOUT_S)
+        return self._json(
+            {
+                "object": "list",
+                "data": [render_payment(p) for p in answer.data],
+                "has_more": answer.has_more,
+                "url": "/v1/payments",
+            }
+        )
+
+    async def get_payment(self, request: web.Request) -> web.Response:
+        query = schema.validate_query(dict(request.query), schema.GET_PAYMENT_QUERY)
+        wait_ms = query.get("wait_ms", 0)
+        message = pb.GetPaymentRequest(caller=self._caller(request), payment_id=self._path_id(request), wait_ms=wait_ms)
+        answer = await self.workers.stub().GetPayment(message, timeout=RPC_TIMEOUT_S + wait_ms / 1000)
+        return self._json(render_payment(answer))
+
+    async def capture_payment(self, request: web.Request) -> web.Response:
+        values, idem = await self._post_body(request, schema.CAPTURE_PAYMENT)
+        message = pb.CapturePaymentRequest(
+            caller=self._caller(request),
+            idempotency=idem,
+            payment_id=self._path_id(request),
+            amount_minor=values.get("amount_to_capture", 0),
+        )
+        answer = await self.workers.stub().CapturePayment(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_payment(answer.payment), answer.replayed)
+
+    async def cancel_payment(self, request: web.Request) -> web.Response:
+        _values, idem = await self._post_body(request, schema.CANCEL_PAYMENT)
+        message = pb.CancelPaymentRequest(
+            caller=self._caller(request), idempotency=idem, payment_id=self._path_id(request)
+        )
+        answer = await self.workers.stub().CancelPayment(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_payment(answer.payment), answer.replayed)
+
+    async def create_refund(self, request: web.Request) -> web.Response:
+        values, idem = await self._post_body(request, schema.CREATE_REFUND)
+        message = pb.CreateRefundRequest(
+            caller=self._caller(request),
+            idempotency=idem,
+            payment_id=values["payment"],
+            amount_minor=values.get("amount", 0),
+        )
+        answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_refund(answer.refund), answer.replayed)

@@ -1,0 +1,1 @@
+"""Forward-only SQL migrations of a rail's payments database (applied by the payment worker on start)."""

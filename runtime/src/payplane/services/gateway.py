@@ -1,0 +1,120 @@
+"""``payplane gateway``: the public HTTP/JSON edge of one rail, configured from the environment.
+
+Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database: API clients), PAYPLANE_WORKER_TARGETS
+(comma-separated ``localhost:<port>`` of payment workers, called over SPIFFE mTLS, round-robin),
+PAYPLANE_REDIS_URL (rate limiting; optional: without it nothing is rate-limited), PAYPLANE_HTTP_PORT
+(default 0: any free port, printed as ``LISTENING <port>``), PAYPLANE_RATE_PER_S (default 1000) and
+PAYPLANE_RATE_BURST (default 2000) per client, PAYPLANE_BODY_BYTES_MAX (default 16384),
+SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
+"""
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Final
+
+import asyncpg
+from aiohttp import web
+
+from payplane.adapters import api_clients
+from payplane.adapters.grpc_mtls import RotatingChannel
+from payplane.adapters.redis_edge import RedisEdge
+from payplane.adapters.svid import SvidSource
+from payplane.gateway.app import Gateway, Principal, WorkerPool
+
+log = logging.getLogger("payplane.gateway")
+GRPC_OPTIONS: Final = [("grpc.keepalive_time_ms", 30_000)]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    dsn: str
+    worker_targets: list[str]
+    redis_url: str = ""
+    http_port: int = 0
+    rate_per_s: float = 1000.0
+    rate_burst: int = 2000
+    body_bytes_max: int = 16 * 1024
+
+
+def config_from_env(env: dict[str, str]) -> GatewayConfig:
+    missing = [k for k in ("PAYPLANE_PAYMENTS_DSN", "PAYPLANE_WORKER_TARGETS") if not env.get(k)]
+    if missing:
+        raise ConfigError(f"missing configuration: {', '.join(missing)}")
+    try:
+        return GatewayConfig(
+            dsn=env["PAYPLANE_PAYMENTS_DSN"],
+            worker_targets=[t.strip() for t in env["PAYPLANE_WORKER_TARGETS"].split(",") if t.strip()],
+            redis_url=env.get("PAYPLANE_REDIS_URL", ""),
+            http_port=int(env.get("PAYPLANE_HTTP_PORT", "0")),
+            rate_per_s=float(env.get("PAYPLANE_RATE_PER_S", "1000")),
+            rate_burst=int(env.get("PAYPLANE_RATE_BURST", "2000")),
+            body_bytes_max=int(env.get("PAYPLANE_BODY_BYTES_MAX", str(16 * 1024))),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+async def run(config: GatewayConfig) -> int:
+    pool = await asyncpg.create_pool(config.dsn, min_size=1, max_size=4, timeout=10)
+    redis = RedisEdge(config.redis_url) if config.redis_url else None
+    source = SvidSource()
+    channels = [RotatingChannel(source, target, GRPC_OPTIONS) for target in config.worker_targets]
+
+    async def authenticate(key: str) -> Principal | None:
+        client = await api_clients.authenticate(pool, key)
+        return Principal(client.id, client.role) if client else None
+
+    async def rate_check(client_id: str) -> tuple[bool, float]:
+        if redis is None:
+            return True, 0.0
+        decision = await redis.rate(client_id, config.rate_per_s, config.rate_burst)
+        return decision.allowed, decision.retry_after_s
+
+    gateway = Gateway(WorkerPool([c.channel for c in channels]), authenticate, rate_check, config.body_bytes_max)
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", config.http_port)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"LISTENING {port}", flush=True)
+    log.info("gateway serving on http://127.0.0.1:%d (workers: %s)", port, ", ".join(config.worker_targets))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+        return 0
+    finally:
+        await runner.cleanup()
+        for channel in channels:
+            await channel.close()
+        if redis is not None:
+            await redis.close()
+        await pool.close()
+        source.close()
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser(
+        "gateway", help="run the public REST gateway of a rail (configured from the environment)"
+    )
+    parser.set_defaults(handler=main)
+
+
+def main(_args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    try:
+        config = config_from_env(dict(os.environ))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(run(config))

@@ -1,0 +1,514 @@
+"""``payplane payment-worker``: the payment service over SPIFFE-mTLS gRPC, its outbox relay, the consumer
+of ledger outcomes and the idempotency-key cleanup, configured from the environment.
+
+Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database, migrated on start), KAFKA_BOOTSTRAP,
+PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_REDIS_URL (optional: the idempotency fast
+path), PAYPLANE_ALLOWED_CALLERS (comma-separated SPIFFE IDs: the gateway, admin tooling),
+PAYPLANE_GRPC_PORT (default 0: any free port, printed as ``LISTENING <port>``),
+PAYPLANE_LEDGER_DSNS (comma-separated shard databases, read for balances), PAYPLANE_IDEMPOTENCY_RETENTION_S
+(default 86400), PAYPLANE_AMOUNT_MIN_MINOR / PAYPLANE_AMOUNT_MAX_MINOR / PAYPLANE_REVIEW_AT_MINOR (the
+default fraud policy), SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final, TypeVar
+
+import asyncpg
+import grpc
+import grpc.aio
+from google.protobuf.message import Message
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from payplane._gen.v1 import payments_pb2 as pb
+from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
+from payplane.adapters import ledger_queries
+from payplane.adapters.grpc_mtls import CallerAllowList, server_credentials
+from payplane.adapters.ledger_results import LedgerResultsConsumer
+from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.payments_store import (
+    MIGRATIONS_PACKAGE,
+    Conn,
+    IdempotencyClaim,
+    PaymentsStore,
+    replay_or_refuse,
+)
+from payplane.adapters.postgres_migrations import migrate
+from payplane.adapters.redis_edge import LeaseState, RedisEdge
+from payplane.adapters.svid import SvidSource
+from payplane.ledger.model import AMOUNT_MAX_MINOR
+from payplane.payments.errors import ApiError
+from payplane.payments.fraud import AmountLimitsPolicy, FraudPolicy, PaymentFacts
+from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyError, validate_key
+from payplane.payments.ledger_ops import AccountType, OpKind
+from payplane.payments.state_machine import CaptureMethod, PaymentStatus
+from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
+from payplane_contracts.topics import RailTopics
+
+log = logging.getLogger("payplane.payment_worker")
+
+SERVICE_NAME: Final = "payplane.v1.PaymentService"
+ERROR_METADATA_KEY: Final = "payplane-error"
+WAIT_MS_MAX: Final = 10_000
+WAIT_POLL_S: Final = 0.02
+LIST_LIMIT_MAX: Final = 100
+CLEANUP_INTERVAL_S: Final = 60.0
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    dsn: str
+    bootstrap: str
+    rail: str
+    partition_count: int
+    allowed_callers: list[str]
+    redis_url: str = ""
+    grpc_port: int = 0
+    ledger_dsns: list[str] = field(default_factory=list)
+    retention_s: float = DEFAULT_RETENTION_S
+    amount_min_minor: int = 1
+    amount_max_minor: int = AMOUNT_MAX_MINOR
+    review_at_minor: int = 0
+
+
+def config_from_env(env: dict[str, str]) -> WorkerConfig:
+    required = ("PAYPLANE_PAYMENTS_DSN", "KAFKA_BOOTSTRAP", "PAYPLANE_RAIL", "PAYPLANE_ALLOWED_CALLERS")
+    missing = [k for k in required if not env.get(k)]
+    if missing:
+        raise ConfigError(f"missing configuration: {', '.join(missing)}")
+    try:
+        return WorkerConfig(
+            dsn=env["PAYPLANE_PAYMENTS_DSN"],
+            bootstrap=env["KAFKA_BOOTSTRAP"],
+            rail=env["PAYPLANE_RAIL"],
+            partition_count=int(env.get("PAYPLANE_LEDGER_PARTITION_COUNT", "1")),
+            allowed_callers=[c.strip() for c in env["PAYPLANE_ALLOWED_CALLERS"].split(",") if c.strip()],
+            redis_url=env.get("PAYPLANE_REDIS_URL", ""),
+            grpc_port=int(env.get("PAYPLANE_GRPC_PORT", "0")),
+            ledger_dsns=[d for d in env.get("PAYPLANE_LEDGER_DSNS", "").split(",") if d],
+            retention_s=float(env.get("PAYPLANE_IDEMPOTENCY_RETENTION_S", str(DEFAULT_RETENTION_S))),
+            amount_min_minor=int(env.get("PAYPLANE_AMOUNT_MIN_MINOR", "1")),
+            amount_max_minor=int(env.get("PAYPLANE_AMOUNT_MAX_MINOR", str(AMOUNT_MAX_MINOR))),
+            review_at_minor=int(env.get("PAYPLANE_REVIEW_AT_MINOR", "0")),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from None
+
+
+# --- rows → messages ------------------------------------------------------------------------------
+
+
+def payment_message(row: dict[str, Any]) -> pb.Payment:
+    return pb.Payment(
+        id=row["id"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+        source_account_id=row["source_account_id"],
+        destination_account_id=row["destination_account_id"],
+        capture_method=row["capture_method"],
+        status=row["status"],
+        captured_minor=row["captured_minor"],
+        refunded_minor=row["refunded_minor"],
+        failure_code=row["failure_code"],
+        description=row["description"],
+        created_at_us=row["created_at_us"],
+        updated_at_us=row["updated_at_us"],
+        pending_action=row["pending_action"],
+    )
+
+
+def account_message(row: dict[str, Any]) -> pb.Account:
+    return pb.Account(
+        id=row["id"],
+        currency=row["currency"],
+        type=row["type"],
+        description=row["description"],
+        created_at_us=row["created_at_us"],
+    )
+
+
+def refund_message(row: dict[str, Any]) -> pb.Refund:
+    return pb.Refund(
+        id=row["id"],
+        payment_id=row["payment_id"],
+        amount_minor=row["amount_minor"],
+        status=row["status"],
+        failure_code=row["failure_code"],
+        created_at_us=row["created_at_us"],
+    )
+
+
+# --- validation -----------------------------------------------------------------------------------
+
+
+def _client(caller: pb.Caller) -> str:
+    if not caller.client_id:
+        raise ApiError("parameter_missing", "caller.client_id is required", "caller")
+    return caller.client_id
+
+
+def _amount(value: int, param: str = "amount", optional: bool = False) -> int | None:
+    if optional and value == 0:
+        return None
+    if value <= 0:
+        raise ApiError("amount_invalid", "amount must be a positive integer in minor units", param)
+    if value > AMOUNT_MAX_MINOR:
+        raise ApiError("amount_too_large", f"amount must be at most {AMOUNT_MAX_MINOR}", param)
+    return value
+
+
+def _currency(value: str) -> str:
+    if value not in MINOR_UNIT_EXPONENT:
+        raise ApiError("currency_invalid", f"{value!r} is not an ISO 4217 currency payplane accepts", "currency")
+    return value
+
+
+def _fingerprint(request: Message) -> str:
+    """For callers that send no fingerprint: the request without caller and idempotency fields."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    for name in ("caller", "idempotency"):
+        copy.ClearField(name)
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()
+
+
+class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        store: PaymentsStore,
+        *,
+        allow_list: CallerAllowList,
+        policy: FraudPolicy,
+        redis: RedisEdge | None,
+        retention_s: float,
+        ledger_pools: list[asyncpg.Pool],
+    ) -> None:
+        self.store = store
+        self.allow_list = allow_list
+        self.policy = policy
+        self.redis = redis
+        self.retention_s = retention_s
+        self.ledger_pools = ledger_pools
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    async def _guard(
+        self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[ResponseT]]
+    ) -> ResponseT:
+        await self.allow_list.authorize(context)
+        try:
+            return await call()
+        except ApiError as exc:
+            await self._abort(context, exc)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("database unavailable: %r", exc)
+            await self._abort(context, ApiError("service_unavailable", "the payments database is unavailable"))
+        raise AssertionError("unreachable: abort raises")
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: ApiError) -> None:
+        metadata = ((ERROR_METADATA_KEY, json.dumps(error.to_dict())),)
+        await context.abort(grpc.StatusCode[error.grpc_status], error.message, trailing_metadata=metadata)
+
+    async def _idempotent(
+        self, request: Any, body: Callable[[Conn, str], Awaitable[bytes]], response_type: type[ResponseT]
+    ) -> ResponseT:
+        client_id = _client(request.caller)
+        try:
+            key = validate_key(request.idempotency.key or None)
+        except IdempotencyKeyError as exc:
+            code = "idempotency_key_missing" if not request.idempotency.key else "idempotency_key_invalid"
+            raise ApiError(code, str(exc), "Idempotency-Key") from None
+        fingerprint = request.idempotency.fingerprint or _fingerprint(request)
+        lease = await self.redis.lease(client_id, key, fingerprint) if self.redis else None
+        try:
+            if lease is not None and lease.state in (LeaseState.HELD_SAME_BODY, LeaseState.HELD_OTHER_BODY):
+                stored = await self.store.stored_response(client_id, key)
+                if stored is not None:
+                    raw, replayed = replay_or_refuse(stored, fingerprint), True
+                elif lease.state is LeaseState.HELD_OTHER_BODY:
+                    raise ApiError("idempotency_key_reused", "this Idempotency-Key is in use with a different request")
+                else:
+                    raise ApiError(
+                        "idempotency_key_in_use",
+                        "a request with this Idempotency-Key is still being processed; retry later",
+                    )
+            else:
+                claim = IdempotencyClaim(client_id, key, fingerprint, self.retention_s)
+                raw, replayed = await self.store.run_idempotent(claim, lambda conn: body(conn, client_id))
+        finally:
+            if lease is not None and self.redis is not None:
+                await self.redis.release(lease)
+        response = response_type.FromString(raw)
+        if replayed:
+            response.replayed = True  # type: ignore[attr-defined]
+        return response
+
+    # --- payments ---------------------------------------------------------------------------------
+
+    async def CreatePayment(  # noqa: N802 - gRPC method names
+        self, request: pb.CreatePaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PaymentResponse:
+        async def call() -> pb.PaymentResponse:
+            amount = _amount(request.amount_minor)
+            assert amount is not None
+            currency = _currency(request.currency)
+            try:
+                capture = CaptureMethod(request.capture_method or "automatic")
+            except ValueError:
+                raise ApiError(
+                    "parameter_invalid", "capture_method must be automatic or manual", "capture_method"
+                ) from None
+            for name, value in (("source", request.source_account_id), ("destination", request.destination_account_id)):
+                if not value:
+                    raise ApiError("parameter_missing", f"{name} is required", name)
+            fields = {
+                "amount_minor": amount,
+                "currency": currency,
+                "capture_method": capture.value,
+                "source_account_id": request.source_account_id,
+                "destination_account_id": request.destination_account_id,
+                "description": request.description,
+            }
+
+            async def body(conn: Conn, client_id: str) -> bytes:
+                facts = PaymentFacts(client_id, amount, currency, request.source_account_id)
+                row = await self.store.create_payment(conn, client_id, fields, self.policy.evaluate(facts))
+                return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
+
+            return await self._idempotent(request, body, pb.PaymentResponse)
+
+        return await self._guard(context, call)
+
+    async def GetPayment(  # noqa: N802
+        self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Payment:
+        async def call() -> pb.Payment:
+            client_id = _client(request.caller)
+            if not 0 <= request.wait_ms <= WAIT_MS_MAX:
+                raise ApiError("parameter_invalid", f"wait_ms must be within 0..{WAIT_MS_MAX}", "wait_ms")
+            deadline = time.monotonic() + request.wait_ms / 1000
+            while True:
+                row = await self.store.payment(client_id, request.payment_id)
+                if row is None:
+                    raise ApiError("resource_missing", f"no such payment: {request.payment_id!r}", "id")
+                settled = row["status"] != PaymentStatus.PROCESSING.value and not row["pending_action"]
+                if settled or time.monotonic() >= deadline:
+                    return payment_message(row)
+                await asyncio.sleep(WAIT_POLL_S)
+
+        return await self._guard(context, call)
+
+    async def ListPayments(  # noqa: N802
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListPaymentsResponse:
+        async def call() -> pb.ListPaymentsResponse:
+            client_id = _client(request.caller)
+            limit = request.limit or 10
+            if not 1 <= limit <= LIST_LIMIT_MAX:
+                raise ApiError("parameter_invalid", f"limit must be within 1..{LIST_LIMIT_MAX}", "limit")
+            rows, has_more = await self.store.list_payments(client_id, limit, request.starting_after)
+            return pb.ListPaymentsResponse(data=[payment_message(r) for r in rows], has_more=has_more)
+
+        return await self._guard(context, call)
+
+    async def _capture_or_cancel(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any], kind: OpKind, amount: int | None
+    ) -> pb.PaymentResponse:
+        async def call() -> pb.PaymentResponse:
+            async def body(conn: Conn, client_id: str) -> bytes:
+                row = await self.store.capture_or_cancel(conn, client_id, request.payment_id, kind, amount)
+                return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
+
+            return await self._idempotent(request, body, pb.PaymentResponse)
+
+        return await self._guard(context, call)
+
+    async def CapturePayment(  # noqa: N802
+        self, request: pb.CapturePaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PaymentResponse:
+        try:
+            amount = _amount(request.amount_minor, "amount_to_capture", optional=True)
+        except ApiError as exc:
+            await self.allow_list.authorize(context)
+            await self._abort(context, exc)
+            raise
+        return await self._capture_or_cancel(request, context, OpKind.CAPTURE, amount)
+
+    async def CancelPayment(  # noqa: N802
+        self, request: pb.CancelPaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PaymentResponse:
+        return await self._capture_or_cancel(request, context, OpKind.VOID, None)
+
+    async def CreateRefund(  # noqa: N802
+        self, request: pb.CreateRefundRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RefundResponse:
+        async def call() -> pb.RefundResponse:
+            amount = _amount(request.amount_minor, optional=True)
+
+            async def body(conn: Conn, client_id: str) -> bytes:
+                row = await self.store.create_refund(conn, client_id, request.payment_id, amount)
+                return pb.RefundResponse(refund=refund_message(row)).SerializeToString(deterministic=True)
+
+            return await self._idempotent(request, body, pb.RefundResponse)
+
+        return await self._guard(context, call)
+
+    # --- accounts ---------------------------------------------------------------------------------
+
+    async def CreateAccount(  # noqa: N802
+        self, request: pb.CreateAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AccountResponse:
+        async def call() -> pb.AccountResponse:
+            currency = _currency(request.currency)
+            try:
+                account_type = AccountType(request.type or "wallet")
+            except ValueError:
+                raise ApiError("parameter_invalid", "type must be wallet or external", "type") from None
+
+            async def body(conn: Conn, client_id: str) -> bytes:
+                row = await self.store.create_account(conn, client_id, currency, account_type, request.description)
+                return pb.AccountResponse(account=account_message(row)).SerializeToString(deterministic=True)
+
+            return await self._idempotent(request, body, pb.AccountResponse)
+
+        return await self._guard(context, call)
+
+    async def _owned_account(self, request: pb.GetAccountRequest) -> dict[str, Any]:
+        row = await self.store.account(_client(request.caller), request.account_id)
+        if row is None:
+            raise ApiError("resource_missing", f"no such account: {request.account_id!r}", "id")
+        return row
+
+    async def GetAccount(  # noqa: N802
+        self, request: pb.GetAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.Account:
+        async def call() -> pb.Account:
+            return account_message(await self._owned_account(request))
+
+        return await self._guard(context, call)
+
+    async def GetAccountBalance(  # noqa: N802
+        self, request: pb.GetAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AccountBalance:
+        async def call() -> pb.AccountBalance:
+            account = await self._owned_account(request)
+            for pool in self.ledger_pools:
+                async with pool.acquire() as conn:
+                    found = await ledger_queries.balance(conn, account["id"])  # type: ignore[arg-type]
+                if found is not None:
+                    return pb.AccountBalance(
+                        account_id=account["id"],
+                        currency=found["currency"],
+                        available_minor=found["available_minor"],
+                        posted_minor=found["posted_balance_minor"],
+                        pending_debits_minor=found["pending_debits_minor"],
+                        pending_credits_minor=found["pending_credits_minor"],
+                    )
+            # not in the ledger yet (its create command is in flight): an empty account
+            return pb.AccountBalance(account_id=account["id"], currency=account["currency"])
+
+        return await self._guard(context, call)
+
+
+# --- the process ----------------------------------------------------------------------------------
+
+
+async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            deleted = await store.cleanup_expired_keys()
+            if deleted:
+                log.info("removed %d expired idempotency keys", deleted)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), CLEANUP_INTERVAL_S)
+
+
+async def run(config: WorkerConfig) -> int:
+    topics = RailTopics(config.rail)
+    conn = await asyncpg.connect(config.dsn, timeout=10)
+    try:
+        await migrate(conn, MIGRATIONS_PACKAGE)
+    finally:
+        await conn.close()
+    store = await PaymentsStore.open(config.dsn, topics, config.partition_count)
+    ledger_pools = [await asyncpg.create_pool(d, min_size=1, max_size=4) for d in config.ledger_dsns]
+    redis = RedisEdge(config.redis_url) if config.redis_url else None
+    policy = AmountLimitsPolicy(config.amount_min_minor, config.amount_max_minor, config.review_at_minor)
+    source = SvidSource()
+    service = PaymentService(
+        store,
+        allow_list=CallerAllowList(config.allowed_callers),
+        policy=policy,
+        redis=redis,
+        retention_s=config.retention_s,
+        ledger_pools=ledger_pools,
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_PaymentServiceServicer_to_server(service, server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_secure_port(f"127.0.0.1:{config.grpc_port}", server_credentials(source))
+    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments")
+    results = LedgerResultsConsumer(config.bootstrap, topics, store)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    tasks = [
+        asyncio.create_task(relay.run()),
+        asyncio.create_task(results.run()),
+        asyncio.create_task(_cleanup_loop(store, stopping)),
+    ]
+    print(f"LISTENING {port}", flush=True)
+    log.info("payment worker for rail %s serving on 127.0.0.1:%d", config.rail, port)
+    try:
+        await stopping.wait()
+        return 0
+    finally:
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(grace=5.0)
+        relay.stop()
+        results.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if redis is not None:
+            await redis.close()
+        for pool in ledger_pools:
+            await pool.close()
+        await store.close()
+        source.close()
+
+
+def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = subparsers.add_parser("payment-worker", help="run one payment worker (configured from the environment)")
+    parser.set_defaults(handler=main)
+
+
+def main(_args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    try:
+        config = config_from_env(dict(os.environ))
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(run(config))
