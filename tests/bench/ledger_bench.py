@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
 from payplane.adapters.ledger_verify import verify
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import SESSION_SETTINGS, KafkaCommandLog, PartitionOf, PostgresLedgerStore
 from payplane.adapters.postgres_migrations import migrate
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
@@ -60,8 +60,6 @@ begin
   if inserted = 0 then return 'exists'; end if;
   update accounts set debits_posted_minor = debits_posted_minor + p_amount where id = p_debit;
   update accounts set credits_posted_minor = credits_posted_minor + p_amount where id = p_credit;
-  insert into entries (transfer_id, account_id, side, amount_minor, partition)
-  values (p_id, p_debit, 'debit', p_amount, 0), (p_id, p_credit, 'credit', p_amount, 0);
   return 'ok';
 end $$;
 """
@@ -183,7 +181,7 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
 
 
 async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> float:
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     requests = _transfers(pattern, count)
     started = time.perf_counter()
     for start in range(0, count, batch):

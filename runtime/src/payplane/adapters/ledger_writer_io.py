@@ -20,6 +20,11 @@ from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encod
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 
+# The writer's lookups are `id = any($1)` over tables that grow by thousands of rows a second. A cached
+# generic plan, chosen while a table was small, keeps scanning it sequentially as it grows (23 ms per
+# 100-id lookup after 20k transfers, against 4 ms planned per call): plan every statement for its values.
+SESSION_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+
 _TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError)
 
 
@@ -58,7 +63,7 @@ class PostgresLedgerStore:
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
         try:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self.dsn, timeout=5)
+                self._conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=SESSION_SETTINGS)
             yield self._conn
         except _TRANSIENT_PG as exc:
             if self._conn is not None:
