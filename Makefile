@@ -50,6 +50,10 @@ proto: $(VENV)/.synced ## generate the operator's SPIRE Server API stubs from sp
 proto-runtime: $(VENV)/.synced ## generate payplane's own gRPC code from runtime/proto (instant when current)
 	$(BIN)/python runtime/tools/gen_proto.py --proto runtime/proto --out runtime/src
 
+.PHONY: openapi
+openapi: $(VENV)/.synced proto-runtime ## write the gateway's OpenAPI 3.1 document (generated from code) to docs/openapi.json
+	$(BIN)/python -m payplane.gateway.schema > docs/openapi.json
+
 .PHONY: check
 check: $(VENV)/.synced proto proto-runtime ## ruff (lint + format), mypy --strict, import-linter layer contracts
 	$(BIN)/ruff check $(PY_SOURCES)

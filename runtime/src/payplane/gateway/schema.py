@@ -2,6 +2,7 @@
 declarations (with the response schemas and routes) produce the OpenAPI 3.1 document (pure).
 """
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -390,3 +391,12 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def render_openapi() -> str:
+    """The document as committed to ``docs/openapi.json`` (``make openapi``)."""
+    return json.dumps(openapi_document(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_openapi(), end="")

@@ -1,0 +1,334 @@
+"""The payment path end to end through the REST gateway, on real PostgreSQL, Redis, Kafka and SPIRE."""
+
+import asyncio
+import uuid
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.integration.payments.conftest import Client, Rail, wait_ledger_accounts
+
+WAIT_MS = 8000
+
+
+def key() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+async def post(
+    http: aiohttp.ClientSession, rail: Rail, client: Client, path: str, body: Any, idem: str | None = None
+) -> tuple[int, dict[str, Any], bytes, dict[str, str]]:
+    headers = rail.headers(client, idem or key())
+    async with http.post(rail.base_url + path, json=body, headers=headers) as response:
+        raw = await response.read()
+        return response.status, await response.json(), raw, dict(response.headers)
+
+
+async def get(http: aiohttp.ClientSession, rail: Rail, client: Client, path: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(rail.base_url + path, headers=rail.headers(client)) as response:
+        return response.status, await response.json()
+
+
+async def accounts(http: aiohttp.ClientSession, rail: Rail, client: Client, currency: str = "EUR") -> tuple[str, str]:
+    """An external funding source and a wallet, both opened in the ledger."""
+    status, source, _, _ = await post(http, rail, client, "/v1/accounts", {"currency": currency, "type": "external"})
+    assert status == 200, source
+    status, wallet, _, _ = await post(http, rail, client, "/v1/accounts", {"currency": currency})
+    assert status == 200, wallet
+    await wait_ledger_accounts(rail, [source["id"], wallet["id"]])
+    return source["id"], wallet["id"]
+
+
+async def settled(http: aiohttp.ClientSession, rail: Rail, client: Client, payment_id: str) -> dict[str, Any]:
+    status, payment = await get(http, rail, client, f"/v1/payments/{payment_id}?wait_ms={WAIT_MS}")
+    assert status == 200, payment
+    return payment
+
+
+async def test_automatic_payment_settles_in_the_ledger(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+
+    status, created, _, _ = await post(
+        http, rail, a, "/v1/payments", {"amount": 1250, "currency": "EUR", "source": source, "destination": wallet}
+    )
+    assert status == 200, created
+    assert created["id"].startswith("pay_")
+    assert created["status"] == "processing"
+    payment = await settled(http, rail, a, created["id"])
+    assert payment["status"] == "succeeded"
+    assert payment["amount_captured"] == 1250
+
+    status, balance = await get(http, rail, a, f"/v1/accounts/{wallet}/balance")
+    assert status == 200
+    assert balance["posted"] == 1250
+    assert balance["available"] == 1250
+
+
+async def test_insufficient_funds_fails_the_payment(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    _, empty = await accounts(http, rail, a)
+    _, other = await accounts(http, rail, a)
+
+    status, created, _, _ = await post(
+        http, rail, a, "/v1/payments", {"amount": 5, "currency": "EUR", "source": empty, "destination": other}
+    )
+    assert status == 200, created
+    payment = await settled(http, rail, a, created["id"])
+    assert (payment["status"], payment["failure_code"]) == ("failed", "insufficient_funds")
+
+
+async def test_manual_capture_in_part_then_refunds_in_parts(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+    body = {"amount": 1000, "currency": "EUR", "source": source, "destination": wallet, "capture_method": "manual"}
+    _, created, _, _ = await post(http, rail, a, "/v1/payments", body)
+    payment = await settled(http, rail, a, created["id"])
+    assert payment["status"] == "authorized"
+    _, balance = await get(http, rail, a, f"/v1/accounts/{wallet}/balance")
+    assert (balance["posted"], balance["pending_credits"]) == (0, 1000)
+
+    status, too_much, _, _ = await post(
+        http, rail, a, f"/v1/payments/{created['id']}/capture", {"amount_to_capture": 1001}
+    )
+    assert status == 400
+    assert too_much["error"]["code"] == "amount_invalid"
+    status, capturing, _, _ = await post(
+        http, rail, a, f"/v1/payments/{created['id']}/capture", {"amount_to_capture": 600}
+    )
+    assert status == 200, capturing
+    payment = await settled(http, rail, a, created["id"])
+    assert (payment["status"], payment["amount_captured"]) == ("succeeded", 600)
+    _, balance = await get(http, rail, a, f"/v1/accounts/{wallet}/balance")
+    assert (balance["posted"], balance["pending_credits"]) == (600, 0)
+
+    status, refund, _, _ = await post(http, rail, a, "/v1/refunds", {"payment": created["id"], "amount": 100})
+    assert status == 200, refund
+    assert refund["id"].startswith("re_")
+    payment = await settled(http, rail, a, created["id"])
+    for _ in range(100):
+        if payment["status"] == "partially_refunded":
+            break
+        await asyncio.sleep(0.05)
+        _, payment = await get(http, rail, a, f"/v1/payments/{created['id']}")
+    assert (payment["status"], payment["amount_refunded"]) == ("partially_refunded", 100)
+
+    status, over, _, _ = await post(http, rail, a, "/v1/refunds", {"payment": created["id"], "amount": 501})
+    assert status == 400
+    assert over["error"]["code"] == "amount_invalid"
+    status, rest, _, _ = await post(http, rail, a, "/v1/refunds", {"payment": created["id"]})
+    assert status == 200, rest
+    assert rest["amount"] == 500
+    for _ in range(200):
+        _, payment = await get(http, rail, a, f"/v1/payments/{created['id']}")
+        if payment["status"] == "refunded":
+            break
+        await asyncio.sleep(0.05)
+    assert (payment["status"], payment["amount_refunded"]) == ("refunded", 600)
+    _, balance = await get(http, rail, a, f"/v1/accounts/{wallet}/balance")
+    assert balance["posted"] == 0
+
+
+async def test_cancel_releases_the_authorization(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+    body = {"amount": 700, "currency": "EUR", "source": source, "destination": wallet, "capture_method": "manual"}
+    _, created, _, _ = await post(http, rail, a, "/v1/payments", body)
+    assert (await settled(http, rail, a, created["id"]))["status"] == "authorized"
+
+    status, canceling, _, _ = await post(http, rail, a, f"/v1/payments/{created['id']}/cancel", None)
+    assert status == 200, canceling
+    payment = await settled(http, rail, a, created["id"])
+    assert payment["status"] == "canceled"
+    _, balance = await get(http, rail, a, f"/v1/accounts/{wallet}/balance")
+    assert (balance["posted"], balance["pending_credits"]) == (0, 0)
+    status, again, _, _ = await post(http, rail, a, f"/v1/payments/{created['id']}/capture", {})
+    assert status == 409
+    assert again["error"]["code"] == "payment_state_invalid"
+
+
+async def test_listing_pages_with_a_cursor(http: aiohttp.ClientSession, rail: Rail) -> None:
+    b = rail.clients[1]
+    source, wallet = await accounts(http, rail, b, "JPY")
+    ids = []
+    for amount in range(1, 6):
+        _, created, _, _ = await post(
+            http,
+            rail,
+            b,
+            "/v1/payments",
+            {"amount": amount, "currency": "JPY", "source": source, "destination": wallet},
+        )
+        ids.append(created["id"])
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(10):
+        suffix = f"&starting_after={cursor}" if cursor else ""
+        status, page = await get(http, rail, b, f"/v1/payments?limit=2{suffix}")
+        assert status == 200, page
+        assert len(page["data"]) <= 2
+        seen += [p["id"] for p in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["data"][-1]["id"]
+    assert seen == list(reversed(ids))
+    for bad in ("limit=0", "limit=101", "limit=abc"):
+        status, error = await get(http, rail, b, f"/v1/payments?{bad}")
+        assert (status, error["error"]["param"]) == (400, "limit")
+
+
+async def test_tenant_isolation(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a, b = rail.clients
+    source, wallet = await accounts(http, rail, a)
+    _, created, _, _ = await post(
+        http, rail, a, "/v1/payments", {"amount": 10, "currency": "EUR", "source": source, "destination": wallet}
+    )
+    for path in (f"/v1/payments/{created['id']}", f"/v1/accounts/{wallet}", f"/v1/accounts/{wallet}/balance"):
+        status, error = await get(http, rail, b, path)
+        assert status == 404, path
+        assert error["error"]["code"] == "resource_missing"
+    for path, body in (
+        (f"/v1/payments/{created['id']}/capture", {}),
+        (f"/v1/payments/{created['id']}/cancel", {}),
+        ("/v1/refunds", {"payment": created["id"]}),
+        ("/v1/payments", {"amount": 1, "currency": "EUR", "source": source, "destination": wallet}),
+    ):
+        status, error, _, _ = await post(http, rail, b, path, body)
+        assert status == 404, (path, error)
+    _, listing = await get(http, rail, b, "/v1/payments?limit=100")
+    assert created["id"] not in [p["id"] for p in listing["data"]]
+
+
+async def test_fifty_concurrent_requests_with_one_key_make_one_payment(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+    body = {"amount": 42, "currency": "EUR", "source": source, "destination": wallet}
+    idem = key()
+
+    answers = await asyncio.gather(*[post(http, rail, a, "/v1/payments", body, idem) for _ in range(50)])
+
+    ok = [raw for status, _, raw, _ in answers if status == 200]
+    assert ok, answers[:3]
+    assert len(set(ok)) == 1, "replays must be byte-identical to the first response"
+    assert {status for status, *_ in answers} <= {200, 409}
+    conflicts = [data for status, data, _, _ in answers if status == 409]
+    assert all(c["error"]["code"] == "idempotency_key_in_use" for c in conflicts)
+    conn = await asyncpg.connect(rail.payments_dsn)
+    try:
+        count = await conn.fetchval("select count(*) from payments where source_account_id = $1", source)
+    finally:
+        await conn.close()
+    assert count == 1
+
+    # after the first finished, every retry replays it, byte for byte
+    status, _, raw, headers = await post(http, rail, a, "/v1/payments", body, idem)
+    assert (status, raw) == (200, ok[0])
+    assert headers.get("Idempotent-Replayed") == "true"
+
+
+async def test_same_key_other_body_is_422_and_redis_loss_never_duplicates(
+    http: aiohttp.ClientSession, rail: Rail
+) -> None:
+    import redis.asyncio as aioredis  # noqa: PLC0415
+
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+    body = {"amount": 77, "currency": "EUR", "source": source, "destination": wallet}
+    idem = key()
+    status, first, raw, _ = await post(http, rail, a, "/v1/payments", body, idem)
+    assert status == 200
+
+    status, error, _, _ = await post(http, rail, a, "/v1/payments", {**body, "amount": 78}, idem)
+    assert status == 422
+    assert error["error"]["code"] == "idempotency_key_reused"
+
+    redis = aioredis.from_url(rail.redis_url)
+    try:
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+    status, again, raw_again, _ = await post(http, rail, a, "/v1/payments", body, idem)
+    assert (status, raw_again) == (200, raw)
+    conn = await asyncpg.connect(rail.payments_dsn)
+    try:
+        count = await conn.fetchval("select count(*) from payments where source_account_id = $1", source)
+    finally:
+        await conn.close()
+    assert count == 1
+    assert again["id"] == first["id"]
+
+
+async def test_bad_input_gets_a_4xx_with_a_stable_code(http: aiohttp.ClientSession, rail: Rail) -> None:
+    a = rail.clients[0]
+    url = rail.base_url + "/v1/payments"
+    good = {"amount": 1, "currency": "EUR", "source": "acct_x", "destination": "acct_y"}
+    cases: list[tuple[dict[str, str], bytes, int, str]] = [
+        ({"Authorization": f"Bearer {a.key}"}, b"{}", 400, "idempotency_key_missing"),
+        (rail.headers(a, key()), b"{not json", 400, "json_invalid"),
+        (rail.headers(a, key()), b"[1,2]", 400, "json_invalid"),
+        (rail.headers(a, key()), b'{"amount": "12", "currency": "EUR"}', 400, "amount_invalid"),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 1.5, "currency": "EUR", "source": "a", "destination": "b"}',
+            400,
+            "amount_invalid",
+        ),
+        (
+            rail.headers(a, key()),
+            b'{"amount": -3, "currency": "EUR", "source": "a", "destination": "b"}',
+            400,
+            "amount_invalid",
+        ),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 0, "currency": "EUR", "source": "a", "destination": "b"}',
+            400,
+            "amount_invalid",
+        ),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 99999999999999999999, "currency": "EUR", "source": "a", "destination": "b"}',
+            400,
+            "amount_too_large",
+        ),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 1, "currency": "XYZ", "source": "a", "destination": "b"}',
+            400,
+            "currency_invalid",
+        ),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 1, "currency": "EUR", "source": "a", "destination": "b", "x": 1}',
+            400,
+            "parameter_unknown",
+        ),
+        (rail.headers(a, key()), b'{"amount": 1, "currency": "EUR"}', 400, "parameter_missing"),
+        (rail.headers(a, key()), b"{" + b'"description": "' + b"x" * 20000 + b'"}', 413, "body_too_large"),
+        ({"Idempotency-Key": key()}, b"{}", 401, "api_key_missing"),
+        ({"Authorization": "Bearer sk_nope_nope", "Idempotency-Key": key()}, b"{}", 401, "api_key_invalid"),
+        (rail.headers(a, "x" * 300), b"{}", 400, "idempotency_key_invalid"),
+        (
+            rail.headers(a, key()),
+            b'{"amount": 1, "currency": "EUR", "source": "acct_x", "destination": "acct_y"}',
+            404,
+            "resource_missing",
+        ),
+    ]
+    for headers, payload, expected_status, expected_code in cases:
+        async with http.post(url, data=payload, headers={**headers, "Content-Type": "application/json"}) as response:
+            answer = await response.json()
+            assert (response.status, answer["error"]["code"]) == (expected_status, expected_code), payload[:80]
+            assert set(answer["error"]) <= {"type", "code", "message", "param"}
+    status, error = await get(http, rail, a, "/v1/nothing-here")
+    assert (status, error["error"]["code"]) == (404, "route_missing")
+    assert good  # the shape the cases above break one way each
+
+
+async def test_openapi_document_is_served(http: aiohttp.ClientSession, rail: Rail) -> None:
+    async with http.get(rail.base_url + "/openapi.json") as response:
+        assert response.status == 200
+        document = await response.json()
+    assert document["openapi"] == "3.1.0"
+    assert "/v1/payments/{id}/capture" in document["paths"]

@@ -1,0 +1,75 @@
+"""The payment worker's gRPC API: SPIFFE allow-list (only the gateway), no plaintext, health and reflection."""
+
+import json
+import os
+import subprocess
+import sys
+
+import grpc
+import grpc.aio
+
+from payplane.devinfra.local_identity import spawn_identity
+from tests.integration.payments.conftest import Rail
+
+CALL_SCRIPT = """
+import asyncio, json, sys
+import grpc, grpc.aio
+from payplane._gen.v1 import payments_pb2 as pb, payments_pb2_grpc as pb_grpc
+from payplane.adapters.grpc_mtls import RotatingChannel
+from payplane.adapters.svid import SvidSource
+
+async def main():
+    with SvidSource(first_svid_timeout_s=40) as source:
+        channel = RotatingChannel(source, sys.argv[1])
+        stub = pb_grpc.PaymentServiceStub(channel.channel())
+        try:
+            await stub.GetPayment(pb.GetPaymentRequest(caller=pb.Caller(client_id="x"), payment_id="pay_x"), timeout=10)
+            code, details = "OK", ""
+        except grpc.aio.AioRpcError as exc:
+            code, details = exc.code().name, exc.details()
+        await channel.close()
+        print(json.dumps({"code": code, "details": details, "me": source.material().spiffe_id}))
+
+asyncio.run(main())
+"""
+
+
+def _call_as(rail: Rail, gid: int) -> dict[str, str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CALL_SCRIPT, f"localhost:{rail.worker_port}"],
+        env={**os.environ, "SPIFFE_ENDPOINT_SOCKET": rail.spire.endpoint_socket},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+        **spawn_identity(gid),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer: dict[str, str] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def test_the_gateway_identity_is_allowed(rail: Rail) -> None:
+    answer = _call_as(rail, rail.gateway.gid)
+    assert answer["me"] == rail.gateway.spiffe_id
+    assert answer["code"] == "NOT_FOUND"  # authorized, and the payment does not exist
+
+
+def test_another_workload_is_denied(rail: Rail) -> None:
+    answer = _call_as(rail, rail.stranger.gid)
+    assert answer["me"] == rail.stranger.spiffe_id
+    assert answer["code"] == "PERMISSION_DENIED"
+    assert rail.stranger.spiffe_id in answer["details"]
+
+
+async def test_plaintext_and_certificateless_callers_are_refused(rail: Rail) -> None:
+    target = f"localhost:{rail.worker_port}"
+    roots_only = grpc.ssl_channel_credentials(root_certificates=rail.spire.cli.bundle_pem().encode())
+    for channel in (grpc.aio.insecure_channel(target), grpc.aio.secure_channel(target, roots_only)):
+        async with channel:
+            try:
+                await channel.unary_unary("/grpc.health.v1.Health/Check", None, None)(b"", timeout=10.0)
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+        assert code is grpc.StatusCode.UNAVAILABLE
