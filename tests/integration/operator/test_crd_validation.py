@@ -7,6 +7,8 @@ object, so those create one and then try a dry-run patch. No operator runs here.
 
 import copy
 import json
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from tests.integration.conftest import Infra
 from tests.integration.operator.conftest import GROUP, PLURALS, VERSION, wait_for
 from tests.operator_support import policy_spec, rail_spec, shard_spec
 
@@ -371,3 +374,30 @@ def test_the_scale_subresource_scales_writers_within_the_rules(
         )
     )
     assert "writers.replicas" in message
+
+
+def test_kubectl_explain_reads_well(api: client.ApiClient, namespace: str, infra: Infra) -> None:
+    result = subprocess.run(
+        [infra["PAYPLANE_KUBECTL"], "explain", "paymentrail.spec.ledger"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "KUBECONFIG": infra["KUBECONFIG"]},
+    )
+    text = " ".join(result.stdout.split())
+    assert "How the rail's ledger is partitioned" in text
+    assert "May only grow. Defaults to 8." in text
+    listing = subprocess.run(
+        [infra["PAYPLANE_KUBECTL"], "api-resources", "--categories=payplane", "-o", "name"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "KUBECONFIG": infra["KUBECONFIG"]},
+    )
+    assert set(listing.stdout.split()) == {
+        "paymentrails.payplane.io",
+        "ledgershards.payplane.io",
+        "fraudpolicies.payplane.io",
+    }

@@ -152,6 +152,13 @@ def test_a_rail_with_two_shards_becomes_ready(cluster: Cluster, operator: Operat
     assert writer is not None
     assert _owned_by(writer, "LedgerShard", names["a"])
 
+    events = cluster.core.list_namespaced_event(
+        cluster.namespace, field_selector=f"involvedObject.kind=PaymentRail,involvedObject.name={names['rail']}"
+    ).items
+    reasons = {e.reason for e in events}
+    assert {"TopicCreated", "IdentityRegistered", "Ready"} <= reasons, reasons
+    assert all(e.source.component == "payplane-operator" for e in events)
+
     listing = cluster.kubectl("get", "payplane").stdout
     assert names["rail"] in listing
     assert "EUR" in listing
