@@ -128,6 +128,7 @@ def config(
         drift_interval_s=60,
         peering_name="payplane-operator",
         peering_priority=0,
+        peering_lifetime_s=60,
     )
 
 

@@ -7,6 +7,7 @@ mandatory (two replicas never both act; the kopf peering CRDs must be installed)
 ``PAYPLANE_LOG_FORMAT=json``; ``PAYPLANE_LOG_LEVEL=debug`` or ``warning`` moves the level from info.
 """
 
+import logging
 import os
 import sys
 
@@ -25,6 +26,8 @@ def main() -> int:
         return 2
     log_level = os.environ.get("PAYPLANE_LOG_LEVEL", "info").lower()
     json_logs = os.environ.get("PAYPLANE_LOG_FORMAT", "").lower() == "json"
+    if log_level != "debug":  # one line per handled event (every Deployment status change) is noise
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.configure(
         debug=log_level == "debug",
         quiet=log_level == "warning",

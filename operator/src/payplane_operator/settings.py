@@ -63,6 +63,7 @@ class OperatorConfig:
     drift_interval_s: float  # how often every object is re-reconciled, changed or not
     peering_name: str
     peering_priority: int
+    peering_lifetime_s: int  # a replica silent this long is presumed dead and another takes over
     field_manager: str = FIELD_MANAGER
 
 
@@ -137,4 +138,5 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         drift_interval_s=drift_interval_s(env),
         peering_name=env.get("PAYPLANE_PEERING_NAME", "").strip() or "payplane-operator",
         peering_priority=int(_float(env, "PAYPLANE_PEERING_PRIORITY", 0, -1_000_000, 1_000_000)),
+        peering_lifetime_s=int(_float(env, "PAYPLANE_PEERING_LIFETIME_S", 60, 12, 3600)),
     )

@@ -40,6 +40,7 @@ class Clients:
 
 def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     """kopf's knobs, set from our configuration (peering comes from the command line or ``__main__``)."""
+    settings.peering.lifetime = config.peering_lifetime_s  # heartbeats every lifetime minus 5-10 s
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
