@@ -88,7 +88,12 @@ def body(
 
 
 def rail_spec(**overrides: Any) -> dict[str, Any]:
-    return {"currency": "EUR", "amountLimits": {"maxMinor": 1_000_000}, **overrides}
+    return {
+        "currency": "EUR",
+        "amountLimits": {"maxMinor": 1_000_000},
+        "payments": {"database": {"secretRef": {"name": "payments-db"}}},
+        **overrides,
+    }
 
 
 def shard_spec(rail: str = "card-eur", first: int = 0, last: int = 7, **overrides: Any) -> dict[str, Any]:

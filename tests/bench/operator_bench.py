@@ -48,6 +48,7 @@ def _manifests(rail: str, partitions: int) -> list[dict[str, Any]]:
             "spec": {
                 "currency": "EUR",
                 "amountLimits": {"maxMinor": 1_000_000},
+                "payments": {"database": {"secretRef": {"name": "payments-db"}}},
                 "ledger": {"partitions": partitions},
                 "topics": {"partitions": 1, "deletionPolicy": "Delete"},
                 "gateway": {"scaling": scaling},

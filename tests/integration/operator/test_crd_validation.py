@@ -177,6 +177,14 @@ REFUSED_ON_CREATE: list[tuple[str, str, Mutation, str, str]] = [
         "spec.gateway.exposure",
         "Unsupported value",
     ),
+    ("PaymentRail", "payments-database-missing", lambda spec: spec.pop("payments"), "spec.payments", "Required value"),
+    (
+        "PaymentRail",
+        "redis-secret-name-invalid",
+        _set("redis", {"secretRef": {"name": "Redis_URL"}}),
+        "spec.redis.secretRef.name",
+        "should match",
+    ),
     (
         "PaymentRail",
         "deletion-policy-unknown",

@@ -88,6 +88,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
         "spec": {
             "currency": "EUR",
             "amountLimits": {"maxMinor": 100},
+            "payments": {"database": {"secretRef": {"name": "payments-db"}}},
             "ledger": {"partitions": 1},
             "topics": {"partitions": 1, "deletionPolicy": "Delete"},
         },

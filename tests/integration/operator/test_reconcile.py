@@ -36,6 +36,7 @@ def _rail(names: dict[str, str], partitions: int = 8) -> dict[str, Any]:
         "spec": {
             "currency": "EUR",
             "amountLimits": {"minMinor": 50, "maxMinor": 5_000_000},
+            "payments": {"database": {"secretRef": {"name": "payments-db"}}},
             "ledger": {"partitions": partitions},
             "topics": {"partitions": 2},
             # minReplicas 1 = the Deployment's default: the HPA has nothing to change, so the
@@ -100,7 +101,7 @@ def test_a_rail_with_two_shards_becomes_ready(cluster: Cluster, operator: Operat
         ("Ready", "WorkloadsReady", "TopicsReady", "IdentitiesReady", "PartitionsCovered", "PolicyValid"), "True"
     )
     assert status["shards"] == 2
-    assert status["endpoint"] == f"{names['rail']}-gateway.{cluster.namespace}.svc:443"
+    assert status["endpoint"] == f"{names['rail']}-gateway.{cluster.namespace}.svc:80"
     policy = cluster.get("FraudPolicy", names["policy"])
     assert policy is not None
     assert status["fraudPolicy"] == {"name": names["policy"], "version": policy["status"]["version"]}
@@ -341,6 +342,7 @@ def test_a_rail_with_deletion_policy_delete_takes_its_topics_along(
         "spec": {
             "currency": "USD",
             "amountLimits": {"maxMinor": 100},
+            "payments": {"database": {"secretRef": {"name": "payments-db"}}},
             "ledger": {"partitions": 1},
             "topics": {"partitions": 1, "deletionPolicy": "Delete"},
         },

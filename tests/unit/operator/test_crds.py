@@ -146,7 +146,11 @@ def test_the_promised_cel_rules_exist() -> None:
 def test_every_default_satisfies_its_own_schema_when_parsed(kind: str) -> None:
     """Minimal objects, defaulted by the schema, parse: the CRD is the single source of defaults."""
     minimal = {
-        "PaymentRail": {"currency": "EUR", "amountLimits": {"maxMinor": 10}},
+        "PaymentRail": {
+            "currency": "EUR",
+            "amountLimits": {"maxMinor": 10},
+            "payments": {"database": {"secretRef": {"name": "db"}}},
+        },
         "LedgerShard": {
             "railRef": {"name": "r"},
             "partitions": {"first": 0, "last": 0},
@@ -190,7 +194,11 @@ def test_default_rail_topics_fit_the_kafka_name_limit() -> None:
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "PaymentRail",
             "metadata": {"name": longest, "namespace": "n", "uid": "u", "generation": 1},
-            "spec": {"currency": "EUR", "amountLimits": {"maxMinor": 10}},
+            "spec": {
+                "currency": "EUR",
+                "amountLimits": {"maxMinor": 10},
+                "payments": {"database": {"secretRef": {"name": "db"}}},
+            },
         },
     )
     for topic in rail_topics(parse_rail(body)):

@@ -5,6 +5,8 @@ from typing import Any
 import pytest
 
 from payplane.devinfra.local_identity import local_gid as devinfra_local_gid
+from payplane.services import gateway as gateway_service
+from payplane.services import payment_worker as worker_service
 from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
 from payplane_contracts.identity import WorkloadRole, parse_workload_id
 from payplane_contracts.topics import RailTopics
@@ -13,7 +15,7 @@ from payplane_operator.desired import labels as lb
 from payplane_operator.desired.policy import policy_document, policy_version
 from payplane_operator.desired.spire_entries import entry_id, local_gid, workload_entries
 from payplane_operator.desired.topics import rail_topics
-from payplane_operator.desired.workloads import rail_children, rail_config, shard_children
+from payplane_operator.desired.workloads import ChildSet, rail_children, rail_config, shard_children
 from payplane_operator.resources import Selector
 from payplane_operator.settings import IdentityMode
 from tests.operator_support import TRUST_DOMAIN, body, config, rail_spec, shard_spec
@@ -21,11 +23,18 @@ from tests.operator_support import TRUST_DOMAIN, body, config, rail_spec, shard_
 RAIL = parse_rail(body("PaymentRail", "card-eur", rail_spec(fraudPolicyRef={"name": "default"})))
 
 
-def _children(rail: Any = RAIL) -> dict[tuple[str, str], dict[str, Any]]:
-    children = rail_children(
-        rail, config=rail_config(rail, kafka_bootstrap="k:9092", topics=["t"]), policy_document=None
+def _rail_children(rail: Any, policy: dict[str, Any] | None = None) -> ChildSet:
+    return rail_children(
+        rail,
+        config=rail_config(rail, kafka_bootstrap="kafka:9092", topics=["t"]),
+        policy_document=policy,
+        kafka_bootstrap="kafka:9092",
+        trust_domain=TRUST_DOMAIN,
     )
-    return {(m["kind"], m["metadata"]["name"]): m for m in children.apply}
+
+
+def _children(rail: Any = RAIL) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in _rail_children(rail).apply}
 
 
 def test_a_rail_owns_gateway_and_worker_workloads_config_and_services() -> None:
@@ -74,7 +83,7 @@ def test_without_autoscaling_replicas_are_set_and_the_hpa_must_go() -> None:
         "autoscaling": {"enabled": False, "minReplicas": 2, "maxReplicas": 10, "targetCPUUtilizationPercent": 70},
     }
     rail = parse_rail(body("PaymentRail", "card-eur", rail_spec(gateway={"scaling": scaling})))
-    children = rail_children(rail, config={}, policy_document=None)
+    children = _rail_children(rail)
     deployment = next(
         m for m in children.apply if m["metadata"]["name"] == "card-eur-gateway" and m["kind"] == "Deployment"
     )
@@ -108,13 +117,50 @@ def test_service_accounts_are_the_spiffe_id_names() -> None:
 
 def test_a_config_change_changes_the_pod_template_hash_but_a_policy_change_does_not() -> None:
     def template_hash(rail: Any, policy: dict[str, Any] | None) -> str:
-        children = rail_children(rail, config=rail_config(rail, kafka_bootstrap="k", topics=[]), policy_document=policy)
+        children = _rail_children(rail, policy)
         deployment = next(m for m in children.apply if m["kind"] == "Deployment")
         return str(deployment["spec"]["template"]["metadata"]["annotations"][lb.CONFIG_HASH_ANNOTATION])
 
     other = parse_rail(body("PaymentRail", "card-eur", rail_spec(amountLimits={"maxMinor": 5})))
     assert template_hash(RAIL, None) != template_hash(other, None)
     assert template_hash(RAIL, None) == template_hash(RAIL, policy_document("p", {"rules": []}))
+
+
+def _env(deployment: dict[str, Any]) -> dict[str, str]:
+    """A container's environment as the process sees it, secrets filled with placeholders."""
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return {
+        e["name"]: e["value"] if "value" in e else f"<secret {e['valueFrom']['secretKeyRef']['name']}>" for e in env
+    }
+
+
+def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> None:
+    redis = {"secretRef": {"name": "redis"}}
+    rail = parse_rail(
+        body(
+            "PaymentRail",
+            "card-eur",
+            rail_spec(redis=redis, rateLimits={"requestsPerSecond": 50, "burst": 80}, idempotency={"retention": "48h"}),
+        )
+    )
+    children = _children(rail)
+    gateway = gateway_service.config_from_env(_env(children[("Deployment", "card-eur-gateway")]))
+    assert gateway.dsn == "<secret payments-db>"
+    assert gateway.redis_url == "<secret redis>"
+    assert gateway.worker_targets == ["dns:///card-eur-payment-worker.payments.svc:50051"]
+    assert (gateway.http_port, gateway.rate_per_s, gateway.rate_burst) == (8080, 50, 80)
+    worker = worker_service.config_from_env(_env(children[("Deployment", "card-eur-payment-worker")]))
+    assert worker.dsn == "<secret payments-db>"
+    assert (worker.rail, worker.bootstrap, worker.partition_count) == ("card-eur", "kafka:9092", 8)
+    assert worker.allowed_callers == [
+        f"spiffe://{TRUST_DOMAIN}/ns/payments/sa/card-eur-gateway",
+        f"spiffe://{TRUST_DOMAIN}/ns/payplane-system/sa/payplane-admin-cli",
+    ]
+    assert worker.grpc_port == 50051
+    assert worker.retention_s == 48 * 3600
+    assert (worker.amount_min_minor, worker.amount_max_minor) == (1, 1_000_000)
+    without_redis = _children()[("Deployment", "card-eur-gateway")]
+    assert "PAYPLANE_REDIS_URL" not in _env(without_redis)
 
 
 def test_the_shard_writer_environment_is_what_the_ledger_writer_reads() -> None:

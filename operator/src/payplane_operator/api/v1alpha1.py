@@ -85,6 +85,14 @@ class ObjectMeta:
 
 
 @dataclass(frozen=True)
+class SecretKey:
+    """One key of a Secret in the object's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Autoscaling:
     enabled: bool
     min_replicas: int
@@ -124,6 +132,8 @@ class RailSpec:
     fraud_policy: str | None
     image: str
     pull_policy: PullPolicy
+    payments_secret: SecretKey
+    redis_secret: SecretKey | None
 
 
 @dataclass(frozen=True)
@@ -287,6 +297,8 @@ def parse_rail(body: Mapping[str, Any]) -> PaymentRail:
     topics = spec.obj("topics")
     images = spec.obj("images")
     policy_ref = spec.obj("fraudPolicyRef").string("name") if spec.has("fraudPolicyRef") else None
+    payments = spec.obj("payments").obj("database").obj("secretRef")
+    redis = spec.obj("redis").obj("secretRef") if spec.has("redis") else None
     rail = RailSpec(
         currency=spec.string("currency", r"[A-Z]{3}"),
         min_amount_minor=amounts.integer("minMinor", 1, 10**15),
@@ -307,6 +319,8 @@ def parse_rail(body: Mapping[str, Any]) -> PaymentRail:
         fraud_policy=policy_ref,
         image=images.string("runtime"),
         pull_policy=images.choice("pullPolicy", PullPolicy),
+        payments_secret=SecretKey(payments.string("name"), payments.string("key")),
+        redis_secret=SecretKey(redis.string("name"), redis.string("key")) if redis else None,
     )
     if rail.min_amount_minor > rail.max_amount_minor:
         raise InvalidSpecError(amounts.at("minMinor"), "must not exceed maxMinor")

@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from payplane_contracts.identity import WorkloadRole
-from payplane_operator.api.v1alpha1 import Kind, LedgerShard, ObjectMeta, PaymentRail, PullPolicy, Scaling
+from payplane_contracts.identity import WorkloadRole, workload_spiffe_id
+from payplane_operator.api.v1alpha1 import (
+    Kind,
+    LedgerShard,
+    ObjectMeta,
+    PaymentRail,
+    PullPolicy,
+    Scaling,
+    SecretKey,
+)
 from payplane_operator.desired import labels as lb
 from payplane_operator.resources import Manifest, ObjectRef
 
-GATEWAY_CONTAINER_PORT: Final = 8443
+GATEWAY_CONTAINER_PORT: Final = 8080
 WORKER_GRPC_PORT: Final = 50051
 METRICS_PORT: Final = 9090
 CONFIG_MOUNT: Final = "/etc/payplane"
@@ -198,7 +206,6 @@ def _service(workload: _Workload, *, service_type: str, headless: bool, ports: l
 def rail_config(rail: PaymentRail, *, kafka_bootstrap: str, topics: Sequence[str]) -> dict[str, Any]:
     """The rail configuration the gateway and payment workers read from ``/etc/payplane/rail.json``."""
     spec = rail.spec
-    worker = lb.workload_name(WorkloadRole.PAYMENT_WORKER, rail.meta.name)
     return {
         "rail": rail.meta.name,
         "namespace": rail.meta.namespace,
@@ -209,8 +216,60 @@ def rail_config(rail: PaymentRail, *, kafka_bootstrap: str, topics: Sequence[str
         "ledgerPartitions": spec.ledger_partitions,
         "kafkaBootstrap": kafka_bootstrap,
         "topics": list(topics),
-        "paymentWorkerAddress": f"dns:///{worker}.{rail.meta.namespace}.svc:{WORKER_GRPC_PORT}",
+        "paymentWorkerAddress": worker_target(rail),
     }
+
+
+def _from_secret(variable: str, secret: SecretKey) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
+
+
+def worker_target(rail: PaymentRail) -> str:
+    """How gateways reach the payment workers: every pod behind the headless Service (gRPC DNS resolver)."""
+    worker = lb.workload_name(WorkloadRole.PAYMENT_WORKER, rail.meta.name)
+    return f"dns:///{worker}.{rail.meta.namespace}.svc:{WORKER_GRPC_PORT}"
+
+
+def _shared_env(rail: PaymentRail) -> list[dict[str, Any]]:
+    env = [
+        {"name": "PAYPLANE_RAIL", "value": rail.meta.name},
+        {"name": "PAYPLANE_RAIL_CONFIG", "value": f"{CONFIG_MOUNT}/{RAIL_CONFIG_KEY}"},
+        _from_secret("PAYPLANE_PAYMENTS_DSN", rail.spec.payments_secret),
+    ]
+    if rail.spec.redis_secret is not None:
+        env.append(_from_secret("PAYPLANE_REDIS_URL", rail.spec.redis_secret))
+    return env
+
+
+def gateway_env(rail: PaymentRail) -> list[dict[str, Any]]:
+    """The environment ``payplane gateway`` reads (``payplane.services.gateway.config_from_env``)."""
+    spec = rail.spec
+    return [
+        *_shared_env(rail),
+        {"name": "PAYPLANE_WORKER_TARGETS", "value": worker_target(rail)},
+        {"name": "PAYPLANE_HTTP_PORT", "value": str(GATEWAY_CONTAINER_PORT)},
+        {"name": "PAYPLANE_RATE_PER_S", "value": str(spec.requests_per_second)},
+        {"name": "PAYPLANE_RATE_BURST", "value": str(spec.burst)},
+    ]
+
+
+def worker_env(rail: PaymentRail, *, kafka_bootstrap: str, trust_domain: str) -> list[dict[str, Any]]:
+    """The environment ``payplane payment-worker`` reads (``payplane.services.payment_worker``)."""
+    spec, meta = rail.spec, rail.meta
+    callers = [
+        workload_spiffe_id(trust_domain, WorkloadRole.GATEWAY, meta.namespace, meta.name),
+        workload_spiffe_id(trust_domain, WorkloadRole.ADMIN_CLI),
+    ]
+    return [
+        *_shared_env(rail),
+        {"name": "KAFKA_BOOTSTRAP", "value": kafka_bootstrap},
+        {"name": "PAYPLANE_LEDGER_PARTITION_COUNT", "value": str(spec.ledger_partitions)},
+        {"name": "PAYPLANE_ALLOWED_CALLERS", "value": ",".join(str(c) for c in callers)},
+        {"name": "PAYPLANE_GRPC_PORT", "value": str(WORKER_GRPC_PORT)},
+        {"name": "PAYPLANE_IDEMPOTENCY_RETENTION_S", "value": str(spec.idempotency_retention_s)},
+        {"name": "PAYPLANE_AMOUNT_MIN_MINOR", "value": str(spec.min_amount_minor)},
+        {"name": "PAYPLANE_AMOUNT_MAX_MINOR", "value": str(spec.max_amount_minor)},
+    ]
 
 
 def rail_children(
@@ -218,6 +277,8 @@ def rail_children(
     *,
     config: dict[str, Any],
     policy_document: dict[str, Any] | None,
+    kafka_bootstrap: str,
+    trust_domain: str,
 ) -> ChildSet:
     """Everything a PaymentRail owns in Kubernetes, in apply order (accounts and config before pods)."""
     meta, spec = rail.meta, rail.spec
@@ -245,23 +306,19 @@ def rail_children(
         "config_hash": digest,
         "rolling": {"maxUnavailable": 0, "maxSurge": 1},
     }
-    env = [
-        {"name": "PAYPLANE_RAIL", "value": meta.name},
-        {"name": "PAYPLANE_RAIL_CONFIG", "value": f"{CONFIG_MOUNT}/{RAIL_CONFIG_KEY}"},
-    ]
     gateway = _Workload(
         role=WorkloadRole.GATEWAY,
         scaling=spec.gateway_scaling,
         args=["gateway"],
-        env=env,
-        ports=[{"name": "https", "containerPort": GATEWAY_CONTAINER_PORT, "protocol": "TCP"}],
+        env=gateway_env(rail),
+        ports=[{"name": "http", "containerPort": GATEWAY_CONTAINER_PORT, "protocol": "TCP"}],
         **common,
     )
     worker = _Workload(
         role=WorkloadRole.PAYMENT_WORKER,
         scaling=spec.worker_scaling,
         args=["payment-worker"],
-        env=env,
+        env=worker_env(rail, kafka_bootstrap=kafka_bootstrap, trust_domain=trust_domain),
         ports=[{"name": "grpc", "containerPort": WORKER_GRPC_PORT, "protocol": "TCP"}],
         **common,
     )
@@ -271,7 +328,7 @@ def rail_children(
             gateway,
             service_type=spec.gateway_exposure.value,
             headless=False,
-            ports=[{"name": "https", "port": spec.gateway_port, "targetPort": "https", "protocol": "TCP"}],
+            ports=[{"name": "http", "port": spec.gateway_port, "targetPort": "http", "protocol": "TCP"}],
         ),
         # headless: gateways resolve every worker and balance over them (gRPC round robin)
         _service(

@@ -131,6 +131,8 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         rail,
         config=rail_config(rail, kafka_bootstrap=config.kafka.workload_bootstrap, topics=[t.name for t in topics]),
         policy_document=delivered,
+        kafka_bootstrap=config.kafka.workload_bootstrap,
+        trust_domain=config.spire.trust_domain,
     )
     if context.topics_owned_by is not None:
         message = (
