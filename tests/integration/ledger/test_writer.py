@@ -59,7 +59,12 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 
 async def _writer(
-    infra: Infra, rail: RailTopics, dsn: str, writer_id: str, metrics: LedgerWriterMetrics | None = None
+    infra: Infra,
+    rail: RailTopics,
+    dsn: str,
+    writer_id: str,
+    metrics: LedgerWriterMetrics | None = None,
+    expiry_sweep_interval_s: float = 1.0,
 ) -> tuple[LedgerWriter, KafkaCommandLog]:
     commands = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, GROUP, [0])
     await commands.start()
@@ -72,6 +77,7 @@ async def _writer(
         log_=commands,
         partition_of=PartitionOf(1),
         observer=metrics,
+        expiry_sweep_interval_s=expiry_sweep_interval_s,
     )
     await writer.start()
     return writer, commands
@@ -188,7 +194,8 @@ async def test_holds_expire_on_their_own(
         ),
     ]
     await _produce(bootstrap, rail.ledger_commands, commands)
-    writer, log = await _writer(infra, rail, shard_dsn, "writer-expiry")
+    # only the explicit sweeps below may expire the hold, however slowly the machine runs the drain
+    writer, log = await _writer(infra, rail, shard_dsn, "writer-expiry", expiry_sweep_interval_s=3600)
     try:
         await _drain(writer, len(commands))
         assert await shard.fetchval("select debits_pending_minor from accounts where id = 'alice'") == 250

@@ -113,6 +113,7 @@ class LedgerWriter:
         partition_of: PartitionOf,
         batch_records_max: int = BATCH_RECORDS_MAX,
         observer: WriterObserver | None = None,
+        expiry_sweep_interval_s: float = EXPIRY_SWEEP_INTERVAL_S,
     ) -> None:
         self.topic = topic
         self.partitions = sorted(partitions)
@@ -124,6 +125,7 @@ class LedgerWriter:
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
         self._next_sweep_at = 0.0
+        self.expiry_sweep_interval_s = expiry_sweep_interval_s
         self.observer: WriterObserver = observer or _IgnoreObserver()
         self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
 
@@ -142,7 +144,7 @@ class LedgerWriter:
             await self._with_retries(partition, partition_records)
         self.applied_records += len(records)
         if time.monotonic() >= self._next_sweep_at:
-            self._next_sweep_at = time.monotonic() + EXPIRY_SWEEP_INTERVAL_S
+            self._next_sweep_at = time.monotonic() + self.expiry_sweep_interval_s
             for partition in self.partitions:
                 await self.expire_due_holds(partition, _now_us())
         return len(records)
