@@ -81,3 +81,11 @@ test-unit: $(VENV)/.synced proto proto-runtime ## unit tier only (no infrastruct
 .PHONY: test-integration
 test-integration: infra-up ## integration tier (real infrastructure)
 	$(BIN)/pytest tests/integration
+
+.PHONY: bench
+bench: bench-ledger ## every benchmark (figures and how to read them: docs/benchmarks.md)
+
+.PHONY: bench-ledger
+bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000, uniform and hot account, per-transfer baseline
+	$(BIN)/python -m tests.bench.ledger_bench --transfers 20000 --patterns uniform hot \
+	  --batches 1 100 1000 --modes writer set-based per-transfer
