@@ -83,9 +83,13 @@ test-integration: infra-up ## integration tier (real infrastructure)
 	$(BIN)/pytest tests/integration
 
 .PHONY: bench
-bench: bench-ledger ## every benchmark (figures and how to read them: docs/benchmarks.md)
+bench: bench-ledger bench-operator ## every benchmark (figures and how to read them: docs/benchmarks.md)
 
 .PHONY: bench-ledger
 bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000, uniform and hot account, per-transfer baseline
 	$(BIN)/python -m tests.bench.ledger_bench --transfers 20000 --patterns uniform hot \
 	  --batches 1 100 1000 --modes writer set-based per-transfer
+
+.PHONY: bench-operator
+bench-operator: infra-up ## operator: time from kubectl apply to Ready (rail + 2 shards), memory with 100 rails
+	$(BIN)/python -m tests.bench.operator_bench --ready-runs 10 --memory-rails 100
