@@ -17,7 +17,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -61,6 +61,7 @@ class Cluster:
     infra: Infra
     api: client.ApiClient
     namespace: str
+    rails_seen: set[str] = field(default_factory=set)  # their Kafka topics are deleted by delete_all
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -178,7 +179,12 @@ class Cluster:
         return asyncio.run(run())
 
     def delete_all(self) -> None:
-        """Delete every payplane object here and wait until their finalizers have run."""
+        """Delete every payplane object here, wait until their finalizers have run, then delete the topics
+        of its rails that deletionPolicy Retain kept (the tests' topics must not pile up in Kafka)."""
+        rails = self.rails_seen | {
+            r["metadata"]["name"]
+            for r in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, "paymentrails")["items"]
+        }
         for plural in PLURALS.values():
             for obj in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, plural)["items"]:
                 try:
@@ -197,6 +203,15 @@ class Cluster:
                     )["items"]
                 ),
             )
+        if rails:
+            prefixes = tuple(f"payplane.{rail}." for rail in rails)
+
+            async def delete_topics(admin: AIOKafkaAdminClient) -> None:
+                kept = [t for t in await admin.list_topics() if t.startswith(prefixes)]
+                if kept:
+                    await admin.delete_topics(kept)
+
+            self.kafka(delete_topics)
 
 
 @pytest.fixture(scope="session")
