@@ -126,6 +126,7 @@ class LedgerWriter:
         self.partition_of = partition_of
         self._next_sweep_at = 0.0
         self.expiry_sweep_interval_s = expiry_sweep_interval_s
+        self._fetch_backoff_s = RETRY_BACKOFF_S_MIN
         self.observer: WriterObserver = observer or _IgnoreObserver()
         self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
 
@@ -135,8 +136,15 @@ class LedgerWriter:
         await self.commands.seek(await self.store.positions(self.topic, self.partitions))
 
     async def run_once(self) -> int:
-        """Fetch one batch and apply it; returns the number of records consumed."""
-        records = await self.commands.fetch(self.batch_records_max, FETCH_TIMEOUT_MS)
+        """Fetch one batch and apply it; returns the number of records consumed (0 while Kafka is away)."""
+        try:
+            records = await self.commands.fetch(self.batch_records_max, FETCH_TIMEOUT_MS)
+        except TransientError as exc:
+            log.warning("commands topic unavailable, retrying in %.2fs: %s", self._fetch_backoff_s, exc)
+            await asyncio.sleep(self._fetch_backoff_s)
+            self._fetch_backoff_s = min(self._fetch_backoff_s * 2, RETRY_BACKOFF_S_MAX)
+            return 0
+        self._fetch_backoff_s = RETRY_BACKOFF_S_MIN
         by_partition: dict[int, list[CommandRecord]] = defaultdict(list)
         for record in records:
             by_partition[record.partition].append(record)
