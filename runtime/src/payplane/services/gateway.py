@@ -24,6 +24,7 @@ from payplane.adapters.grpc_mtls import RotatingChannel
 from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
 from payplane.gateway.app import Gateway, Principal, WorkerPool
+from payplane.platform.logs import configure_json_logging
 
 log = logging.getLogger("payplane.gateway")
 GRPC_OPTIONS: Final = [("grpc.keepalive_time_ms", 30_000)]
@@ -111,7 +112,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    configure_json_logging()
     try:
         config = config_from_env(dict(os.environ))
     except ConfigError as exc:

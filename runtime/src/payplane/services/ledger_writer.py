@@ -23,6 +23,7 @@ from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, Pos
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter
+from payplane.platform.logs import configure_json_logging
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.topics import RailTopics
 
@@ -133,7 +134,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    configure_json_logging()
     try:
         config = config_from_env(dict(os.environ))
     except ConfigError as exc:

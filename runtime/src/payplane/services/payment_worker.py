@@ -53,6 +53,7 @@ from payplane.payments.fraud import AmountLimitsPolicy, FraudPolicy, PaymentFact
 from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyError, validate_key
 from payplane.payments.ledger_ops import AccountType, OpKind
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
+from payplane.platform.logs import configure_json_logging
 from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
 from payplane_contracts.topics import RailTopics
 
@@ -505,7 +506,7 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format='{"level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    configure_json_logging()
     try:
         config = config_from_env(dict(os.environ))
     except ConfigError as exc:
