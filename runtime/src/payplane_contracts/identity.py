@@ -12,6 +12,7 @@ segments, no trailing slash, no query, fragment, port or user info, at most 2048
 """
 
 import re
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -190,3 +191,16 @@ def _check_dns_label(what: str, value: str) -> None:
 def _check_dns_subdomain(what: str, value: str) -> None:
     if len(value) > MAX_DNS_SUBDOMAIN_LENGTH or not _DNS_SUBDOMAIN_RE.fullmatch(value):
         raise ValueError(f"{what} {value!r} is not a DNS-1123 subdomain")
+
+
+# -- local mode ----------------------------------------------------------------------------------
+# Locally every workload runs as root, so SPIRE's unix attestor tells them apart by the primary gid
+# each is started with (see payplane.devinfra.local_identity). The operator registers the same gid
+# in the workload's entry, so both sides derive it here. Far above the gids Debian hands out.
+LOCAL_GID_BASE: Final = 3_000_000
+LOCAL_GID_RANGE: Final = 1_000_000
+
+
+def local_gid(spiffe_id: str) -> int:
+    """A stable gid for one SPIFFE ID (CRC-32 of it, folded into payplane's range)."""
+    return LOCAL_GID_BASE + zlib.crc32(spiffe_id.encode()) % LOCAL_GID_RANGE

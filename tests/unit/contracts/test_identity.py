@@ -5,10 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payplane_contracts.identity import (
+    LOCAL_GID_BASE,
+    LOCAL_GID_RANGE,
     SYSTEM_NAMESPACE,
     InvalidSpiffeIdError,
     SpiffeId,
     WorkloadRole,
+    local_gid,
     parse_workload_id,
     service_account_name,
     workload_identity,
@@ -110,3 +113,13 @@ def test_namespace_and_service_account_must_be_kubernetes_names() -> None:
         workload_identity(WorkloadRole.GATEWAY, "Payments", "eur")
     with pytest.raises(ValueError, match="DNS-1123 subdomain"):
         workload_identity(WorkloadRole.GATEWAY, "payments", "eur_cards")
+
+
+def test_local_gids_are_stable_and_in_range() -> None:
+    """Pinned: a change would leave every registered local entry matching no process."""
+    gid = local_gid("spiffe://payplane.local/ns/x/sa/card-eur-gateway")
+    assert gid == PINNED_GATEWAY_GID
+    assert LOCAL_GID_BASE <= gid < LOCAL_GID_BASE + LOCAL_GID_RANGE
+
+
+PINNED_GATEWAY_GID = 3012232

@@ -9,14 +9,9 @@ import pytest
 
 from payplane.devinfra.components.spire import Spire, _render
 from payplane.devinfra.errors import InfraError
-from payplane.devinfra.local_identity import (
-    LOCAL_GID_BASE,
-    LOCAL_GID_RANGE,
-    gid_selector,
-    local_gid,
-    spawn_identity,
-)
+from payplane.devinfra.local_identity import gid_selector, spawn_identity
 from payplane.devinfra.settings import InfraSettings, Ports
+from payplane_contracts.identity import LOCAL_GID_BASE, LOCAL_GID_RANGE, local_gid
 
 
 def _spire(tmp_path: Path, svid_ttl_s: int = 3600) -> Spire:

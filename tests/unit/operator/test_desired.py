@@ -2,18 +2,15 @@
 
 from typing import Any
 
-import pytest
-
-from payplane.devinfra.local_identity import local_gid as devinfra_local_gid
 from payplane.services import gateway as gateway_service
 from payplane.services import payment_worker as worker_service
 from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
-from payplane_contracts.identity import WorkloadRole, parse_workload_id
+from payplane_contracts.identity import WorkloadRole, local_gid, parse_workload_id
 from payplane_contracts.topics import RailTopics
 from payplane_operator.api.v1alpha1 import Kind, parse_rail, parse_shard
 from payplane_operator.desired import labels as lb
 from payplane_operator.desired.policy import policy_document, policy_version
-from payplane_operator.desired.spire_entries import entry_id, local_gid, workload_entries
+from payplane_operator.desired.spire_entries import entry_id, workload_entries
 from payplane_operator.desired.topics import rail_topics
 from payplane_operator.desired.workloads import ChildSet, rail_children, rail_config, shard_children
 from payplane_operator.resources import Selector
@@ -212,13 +209,8 @@ def test_cluster_entries_select_namespace_and_service_account() -> None:
 def test_local_entries_select_the_gid_devinfra_starts_the_workload_with() -> None:
     shard = parse_shard(body("LedgerShard", "card-eur-a", shard_spec()))
     (entry,) = workload_entries(Kind.LEDGER_SHARD, shard.meta, config(IdentityMode.LOCAL).spire)
-    assert entry.selectors == (Selector("unix", f"gid:{devinfra_local_gid(entry.spiffe_id)}"),)
+    assert entry.selectors == (Selector("unix", f"gid:{local_gid(entry.spiffe_id)}"),)
     assert entry.dns_names == ()
-
-
-@pytest.mark.parametrize("spiffe_id", ["spiffe://a/ns/b/sa/c", "spiffe://payplane.local/ns/x/sa/card-eur-gateway"])
-def test_local_gid_matches_devinfra(spiffe_id: str) -> None:
-    assert local_gid(spiffe_id) == devinfra_local_gid(spiffe_id)
 
 
 def test_entry_ids_use_only_characters_spire_accepts() -> None:

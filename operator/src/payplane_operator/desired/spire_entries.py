@@ -7,15 +7,13 @@ idempotent, a lost entry is found by ID, and deletion needs no listing.
 
 Selectors:
 - cluster mode: ``k8s:ns:<namespace>`` and ``k8s:sa:<service account>`` (the k8s workload attestor);
-- local mode: ``unix:gid:<gid>`` where the gid is derived from the SPIFFE ID, as
-  ``payplane.devinfra.local_identity.local_gid`` does when it starts a local workload (a unit test keeps
-  the two equal).
+- local mode: ``unix:gid:<gid>`` where the gid is ``payplane_contracts.identity.local_gid`` of the
+  SPIFFE ID, the gid ``payplane.devinfra.local_identity`` starts the local workload with.
 """
 
-import zlib
 from typing import Final
 
-from payplane_contracts.identity import WorkloadRole, workload_spiffe_id
+from payplane_contracts.identity import WorkloadRole, local_gid, workload_spiffe_id
 from payplane_operator.api.v1alpha1 import Kind, ObjectMeta
 from payplane_operator.desired.labels import workload_name
 from payplane_operator.resources import EntrySpec, Selector
@@ -24,15 +22,8 @@ from payplane_operator.settings import IdentityMode, SpireConfig
 RAIL_ROLES: Final = (WorkloadRole.GATEWAY, WorkloadRole.PAYMENT_WORKER)
 SHARD_ROLES: Final = (WorkloadRole.LEDGER_WRITER,)
 ENTRY_ID_PREFIX: Final = "payplane"
-LOCAL_GID_BASE: Final = 3_000_000
-LOCAL_GID_RANGE: Final = 1_000_000
 # Roles reached through a Service get its cluster DNS name in their certificate too.
 _SERVED_ROLES: Final = frozenset({WorkloadRole.GATEWAY, WorkloadRole.PAYMENT_WORKER})
-
-
-def local_gid(spiffe_id: str) -> int:
-    """The group id a local process runs with to attest as ``spiffe_id`` (unix workload attestor)."""
-    return LOCAL_GID_BASE + zlib.crc32(spiffe_id.encode()) % LOCAL_GID_RANGE
 
 
 def entry_id(kind: Kind, meta: ObjectMeta, role: WorkloadRole) -> str:

@@ -17,15 +17,10 @@ any gid. Changing the gid needs CAP_SETGID, so it requires running as root (as C
 """
 
 import os
-import zlib
-from typing import Final, TypedDict
+from typing import TypedDict
 
 from payplane.devinfra.errors import InfraError
-
-# Far above the gids Debian hands to users and services (< 65536), and to user namespaces'
-# subordinate ranges on a typical machine, so a workload gid never means anything else here.
-LOCAL_GID_BASE: Final = 3_000_000
-LOCAL_GID_RANGE: Final = 1_000_000
+from payplane_contracts.identity import local_gid
 
 
 class SpawnIdentity(TypedDict):
@@ -33,15 +28,6 @@ class SpawnIdentity(TypedDict):
 
     group: int
     extra_groups: list[int]
-
-
-def local_gid(spiffe_id: str) -> int:
-    """A stable gid for one SPIFFE ID (CRC-32 of it, folded into payplane's range).
-
-    Stable across runs, so a registered entry keeps matching the restarted process. Two IDs can in
-    principle share a gid; ``ensure_distinct`` checks the set a caller is about to use.
-    """
-    return LOCAL_GID_BASE + zlib.crc32(spiffe_id.encode()) % LOCAL_GID_RANGE
 
 
 def ensure_distinct(spiffe_ids: list[str]) -> None:
