@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import grpc
 import grpc.aio
@@ -141,6 +141,17 @@ def _error_from_rpc(exc: grpc.aio.AioRpcError) -> ApiError:
     return ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
 
 
+class RequestObserver(Protocol):
+    """Where the gateway reports each finished request (metrics); the default ignores it."""
+
+    def request_done(self, route: str, method: str, status: int, seconds: float, replayed: bool) -> None: ...
+
+
+class _IgnoreRequests:
+    def request_done(self, route: str, method: str, status: int, seconds: float, replayed: bool) -> None:
+        pass
+
+
 class Gateway:
     def __init__(
         self,
@@ -148,6 +159,7 @@ class Gateway:
         authenticate: Authenticator,
         rate_check: RateCheck,
         body_bytes_max: int = 16 * 1024,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.workers = workers
         self.authenticate = authenticate
@@ -155,9 +167,12 @@ class Gateway:
         self.body_bytes_max = body_bytes_max
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
+        self.observer: RequestObserver = observer or _IgnoreRequests()
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.body_bytes_max, middlewares=[self._errors, self._auth])
+        app = web.Application(
+            client_max_size=self.body_bytes_max, middlewares=[self._measure, self._errors, self._auth]
+        )
         app.router.add_get("/openapi.json", self.get_openapi)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_post("/v1/accounts", self.create_account)
@@ -172,6 +187,16 @@ class Gateway:
         return app
 
     # --- middleware -------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started_s = time.perf_counter()
+        response = await handler(request)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "(unmatched)"
+        replayed = response.headers.get("Idempotent-Replayed") == "true"
+        self.observer.request_done(route, request.method, response.status, time.perf_counter() - started_s, replayed)
+        return response
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:  # noqa: PLR0911

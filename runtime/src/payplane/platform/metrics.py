@@ -60,3 +60,41 @@ class LedgerWriterMetrics:
     def serve(self, port: int) -> None:
         """Expose /metrics on 127.0.0.1 (the Pod's network namespace in cluster mode)."""
         start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class GatewayMetrics:
+    """Requests by route template, method and status; latency per route; idempotent replays."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "payplane_gateway_requests_total",
+            "Finished requests",
+            ["route", "method", "code"],
+            registry=self.registry,
+        )
+        self.seconds = Histogram(
+            "payplane_gateway_request_seconds",
+            "Time from request to response",
+            ["route", "method"],
+            buckets=REQUEST_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.replays = Counter(
+            "payplane_gateway_idempotent_replays_total",
+            "Responses replayed for a repeated Idempotency-Key",
+            ["route"],
+            registry=self.registry,
+        )
+
+    def request_done(self, route: str, method: str, status: int, seconds: float, replayed: bool) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.seconds.labels(route, method).observe(seconds)
+        if replayed:
+            self.replays.labels(route).inc()
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)

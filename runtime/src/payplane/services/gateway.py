@@ -25,6 +25,7 @@ from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
 from payplane.gateway.app import Gateway, Principal, WorkerPool
 from payplane.platform.logs import configure_json_logging
+from payplane.platform.metrics import GatewayMetrics
 
 log = logging.getLogger("payplane.gateway")
 GRPC_OPTIONS: Final = [("grpc.keepalive_time_ms", 30_000)]
@@ -43,6 +44,7 @@ class GatewayConfig:
     rate_per_s: float = 1000.0
     rate_burst: int = 2000
     body_bytes_max: int = 16 * 1024
+    metrics_port: int = 0  # serve /metrics on 127.0.0.1 at this port (0: off)
 
 
 def config_from_env(env: dict[str, str]) -> GatewayConfig:
@@ -58,6 +60,7 @@ def config_from_env(env: dict[str, str]) -> GatewayConfig:
             rate_per_s=float(env.get("PAYPLANE_RATE_PER_S", "1000")),
             rate_burst=int(env.get("PAYPLANE_RATE_BURST", "2000")),
             body_bytes_max=int(env.get("PAYPLANE_BODY_BYTES_MAX", str(16 * 1024))),
+            metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
         )
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
@@ -79,7 +82,12 @@ async def run(config: GatewayConfig) -> int:
         decision = await redis.rate(client_id, config.rate_per_s, config.rate_burst)
         return decision.allowed, decision.retry_after_s
 
-    gateway = Gateway(WorkerPool([c.channel for c in channels]), authenticate, rate_check, config.body_bytes_max)
+    metrics = GatewayMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    gateway = Gateway(
+        WorkerPool([c.channel for c in channels]), authenticate, rate_check, config.body_bytes_max, observer=metrics
+    )
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", config.http_port)
