@@ -51,24 +51,27 @@ class PartitionOf:
 
 
 class PostgresLedgerStore:
-    """The shard database; one connection per writer (a writer is one sequential loop)."""
+    """The shard database, over two connections: one writes (batches, claims), one reads (loads), so the
+    writer can load the next batch while the previous one commits."""
 
     def __init__(self, dsn: str, topics: RailTopics, partition_of: PartitionOf) -> None:
         self.dsn = dsn
         self.topics = topics
         self.partition_of = partition_of
-        self._conn: asyncpg.Connection | None = None
+        self._conns: dict[str, asyncpg.Connection | None] = {"read": None, "write": None}
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _connection(self, role: str = "write") -> AsyncIterator[asyncpg.Connection]:
         try:
-            if self._conn is None or self._conn.is_closed():
-                self._conn = await asyncpg.connect(self.dsn, timeout=5, server_settings=SESSION_SETTINGS)
-            yield self._conn
+            conn = self._conns[role]
+            if conn is None or conn.is_closed():
+                conn = self._conns[role] = await asyncpg.connect(self.dsn, timeout=5, server_settings=SESSION_SETTINGS)
+            yield conn
         except _TRANSIENT_PG as exc:
-            if self._conn is not None:
-                self._conn.terminate()
-            self._conn = None
+            broken = self._conns[role]
+            if broken is not None:
+                broken.terminate()
+            self._conns[role] = None
             raise TransientError(f"shard database: {exc!r}") from exc
 
     async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]:
@@ -80,11 +83,11 @@ class PostgresLedgerStore:
             return await ledger_store.consumed_positions(conn, topic, partitions)
 
     async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
-        async with self._connection() as conn:
+        async with self._connection("read") as conn:
             return await ledger_store.load_ledger(conn, account_ids, transfer_ids)
 
     async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]:
-        async with self._connection() as conn:
+        async with self._connection("read") as conn:
             return await ledger_store.due_holds(conn, partition, now_us, limit)
 
     async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None:
@@ -118,8 +121,10 @@ class PostgresLedgerStore:
             await ledger_store.persist(conn, outcome, ledger, partition_of)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        for conn in self._conns.values():
+            if conn is not None:
+                await conn.close()
+        self._conns = {"read": None, "write": None}
 
 
 class KafkaCommandLog:
