@@ -8,13 +8,13 @@ the group's dead-letter topic with the reason; transient failures are retried wi
 
 import asyncio
 import logging
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from payplane.adapters.payments_store import PaymentsStore
+from payplane.adapters.payments_store import PaymentsStore, StatusChange
 from payplane_contracts.ledger_messages import MessageError, TransferOutcome, decode_outcome
 from payplane_contracts.topics import RailTopics, consumer_group
 
@@ -25,8 +25,19 @@ BATCH_RECORDS_MAX: Final = 2000
 RETRY_BACKOFF_S_MAX: Final = 5.0
 
 
+class PaymentObserver(Protocol):
+    def payments_changed(self, changes: list[StatusChange]) -> None: ...
+
+
+class _IgnorePayments:
+    def payments_changed(self, changes: list[StatusChange]) -> None:
+        pass
+
+
 class LedgerResultsConsumer:
-    def __init__(self, bootstrap: str, topics: RailTopics, store: PaymentsStore) -> None:
+    def __init__(
+        self, bootstrap: str, topics: RailTopics, store: PaymentsStore, observer: PaymentObserver | None = None
+    ) -> None:
         self.topics = topics
         self.store = store
         self.group = consumer_group(topics.rail, CONSUMER_ROLE)
@@ -41,6 +52,7 @@ class LedgerResultsConsumer:
         )
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         self.applied = 0
+        self.observer: PaymentObserver = observer or _IgnorePayments()
         self.dead_lettered = 0
         self._stopping = asyncio.Event()
 
@@ -76,8 +88,10 @@ class LedgerResultsConsumer:
         backoff_s = 0.05
         while True:
             try:
-                self.applied += await self.store.apply_outcomes(outcomes)
+                changes = await self.store.apply_outcomes(outcomes)
                 await self.consumer.commit()
+                self.applied += len(changes)
+                self.observer.payments_changed(changes)
                 return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                 if self._stopping.is_set():

@@ -77,6 +77,17 @@ def new_id(prefix: str) -> str:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """A payment moved to another status because of a ledger outcome (reported to metrics)."""
+
+    payment_id: str
+    old_status: str
+    new_status: str
+    created_at_us: int
+    changed_at_us: int
+
+
+@dataclass(frozen=True)
 class IdempotencyClaim:
     client_id: str
     key: str
@@ -389,20 +400,22 @@ class PaymentsStore:
 
     # --- ledger outcomes ------------------------------------------------------------------------
 
-    async def apply_outcomes(self, outcomes: Sequence[TransferOutcome]) -> int:
-        """Apply a batch of ledger outcomes in one transaction; returns how many changed a payment."""
-        changed = 0
+    async def apply_outcomes(self, outcomes: Sequence[TransferOutcome]) -> list[StatusChange]:
+        """Apply a batch of ledger outcomes in one transaction; returns the payments whose status changed."""
+        changes: list[StatusChange] = []
         async with self.pool.acquire() as conn, conn.transaction():
             for outcome in outcomes:
-                changed += await self._apply_outcome(conn, outcome)
-            if changed:
+                change = await self._apply_outcome(conn, outcome)
+                if change is not None:
+                    changes.append(change)
+            if changes:
                 await conn.execute(NOTIFY_SQL)
-        return changed
+        return changes
 
-    async def _apply_outcome(self, conn: Conn, outcome: TransferOutcome) -> int:
+    async def _apply_outcome(self, conn: Conn, outcome: TransferOutcome) -> StatusChange | None:
         op_row = await conn.fetchrow("select * from ledger_ops where transfer_id = $1 for update", outcome.transfer_id)
         if op_row is None:
-            return 0  # not a payment's transfer (or another rail's): none of our business
+            return None  # not a payment's transfer (or another rail's): none of our business
         row = _row(
             await conn.fetchrow(
                 f"select {PAYMENT_COLUMNS} from payments where id = $1 for update", op_row["payment_id"]
@@ -419,7 +432,7 @@ class PaymentsStore:
         at = now_us()
         if op_row["result"] is not None:
             if outcome.result != "expired" or op.kind is not OpKind.AUTHORIZE or op_row["result"] == "expired":
-                return 0  # a redelivered outcome: already applied
+                return None  # a redelivered outcome: already applied
             resolution = expire_hold(payment)
         else:
             resolution = resolve(payment, op, outcome.result, row["review"])
@@ -433,7 +446,7 @@ class PaymentsStore:
 
     async def _store_resolution(
         self, conn: Conn, row: dict[str, Any], op: LedgerOp, resolution: Resolution, at: int
-    ) -> int:
+    ) -> StatusChange | None:
         refund_pending = row["refund_pending_minor"]
         if resolution.refund_status is not None:
             refund_pending -= op.amount_minor or 0
@@ -460,8 +473,8 @@ class PaymentsStore:
         )
         if resolution.changed and new.status.value != row["status"]:
             await self._payment_event(conn, _row(updated))
-            return 1
-        return int(resolution.changed)
+            return StatusChange(new.id, row["status"], new.status.value, row["created_at_us"], at)
+        return None
 
 
 def replay_or_refuse(stored: StoredResponse, fingerprint: str) -> bytes:

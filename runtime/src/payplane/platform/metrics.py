@@ -1,6 +1,8 @@
 """Prometheus metrics of the ledger writer (names follow ``payplane_<component>_<what>_<unit>``)."""
 
 from collections import Counter as CountOf
+from collections.abc import Sequence
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -98,3 +100,45 @@ class GatewayMetrics:
 
     def serve(self, port: int) -> None:
         start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+SETTLE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class PaymentWorkerMetrics:
+    """Payments by the status they reach, and the time from acceptance to the ledger's answer."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.payments = Counter(
+            "payplane_payments_total",
+            "Payments reaching a status through a ledger outcome",
+            ["status"],
+            registry=self.registry,
+        )
+        self.settle_seconds = Histogram(
+            "payplane_payment_accept_to_settled_seconds",
+            "From acceptance to the first ledger answer (succeeded, authorized, failed, requires_review)",
+            buckets=SETTLE_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
+        for change in changes:
+            self.payments.labels(change.new_status).inc()
+            if change.old_status == "processing":
+                self.settle_seconds.observe(max(0, change.changed_at_us - change.created_at_us) / 1e6)
+
+    def serve(self, port: int) -> None:
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+class StatusChangeLike(Protocol):
+    @property
+    def new_status(self) -> str: ...
+    @property
+    def old_status(self) -> str: ...
+    @property
+    def created_at_us(self) -> int: ...
+    @property
+    def changed_at_us(self) -> int: ...

@@ -54,6 +54,7 @@ from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyErr
 from payplane.payments.ledger_ops import AccountType, OpKind
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
 from payplane.platform.logs import configure_json_logging
+from payplane.platform.metrics import PaymentWorkerMetrics
 from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
 from payplane_contracts.topics import RailTopics
 
@@ -86,6 +87,7 @@ class WorkerConfig:
     amount_min_minor: int = 1
     amount_max_minor: int = AMOUNT_MAX_MINOR
     review_at_minor: int = 0
+    metrics_port: int = 0  # serve /metrics on 127.0.0.1 at this port (0: off)
 
 
 def config_from_env(env: dict[str, str]) -> WorkerConfig:
@@ -107,6 +109,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             amount_min_minor=int(env.get("PAYPLANE_AMOUNT_MIN_MINOR", "1")),
             amount_max_minor=int(env.get("PAYPLANE_AMOUNT_MAX_MINOR", str(AMOUNT_MAX_MINOR))),
             review_at_minor=int(env.get("PAYPLANE_REVIEW_AT_MINOR", "0")),
+            metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
         )
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
@@ -468,7 +471,10 @@ async def run(config: WorkerConfig) -> int:
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(f"127.0.0.1:{config.grpc_port}", server_credentials(source))
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments")
-    results = LedgerResultsConsumer(config.bootstrap, topics, store)
+    metrics = PaymentWorkerMetrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
+    results = LedgerResultsConsumer(config.bootstrap, topics, store, observer=metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
