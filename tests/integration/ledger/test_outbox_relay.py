@@ -5,6 +5,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -13,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay
 from tests.integration.conftest import Infra
+from tests.tcp_proxy import PartitionableProxy
 
 SLOW_POLL_S = 60.0  # far longer than the test: delivery must come from NOTIFY
 
@@ -79,3 +81,35 @@ async def test_relay_is_prompt_complete_and_not_doubled(
     assert len({event_id for _, event_id in messages}) == 2001
     assert await shard.fetchval("select count(*) from outbox where published_at is null") == 0
     assert sum(r.published for r in relays) == 2001
+
+
+async def test_relay_rides_out_a_database_partition(
+    infra: Infra, shard: asyncpg.Connection, shard_dsn: str, topic: str
+) -> None:
+    """Connections to the database are cut mid-stream and refused for a while: every message still
+    arrives (at least once; duplicates carry the same event id), and nothing stays unpublished."""
+    parts = urlsplit(shard_dsn)
+    proxy = PartitionableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    relay = OutboxRelay(proxied, infra["KAFKA_BOOTSTRAP"], source="partitioned", safety_poll_s=0.5)
+    task = asyncio.create_task(relay.run())
+    try:
+        for round_ in range(6):
+            await _enqueue(shard, topic, 200, start=round_ * 200)
+            await asyncio.sleep(0.2)
+            if round_ % 2 == 1:
+                proxy.cut()
+                await asyncio.sleep(0.5)
+                proxy.heal()
+        messages = await _consume(infra["KAFKA_BOOTSTRAP"], topic, 1200, timeout_s=60)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+        await proxy.stop()
+    assert sorted({int(v[1:]) for v, _ in messages}) == list(range(1200)), "a message was lost"
+    by_value: dict[bytes, set[bytes]] = {}
+    for value, event_id in messages:
+        by_value.setdefault(value, set()).add(event_id)
+    assert all(len(ids) == 1 for ids in by_value.values()), "a re-sent message must keep its event id"
+    assert await shard.fetchval("select count(*) from outbox where published_at is null") == 0

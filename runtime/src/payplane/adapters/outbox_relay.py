@@ -43,7 +43,8 @@ class OutboxRelay:
         while not self._stopping.is_set():
             try:
                 await self._run_connected()
-            except (TimeoutError, OSError, asyncpg.PostgresError, KafkaError) as exc:
+            # InterfaceError: the connection was closed under us (a network partition, a restart)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                 log.warning("outbox relay %s: %r; retrying in %.1fs", self.source, exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
@@ -64,7 +65,7 @@ class OutboxRelay:
                     await self._sleep_until_notified()
         finally:
             await producer.stop()
-            await conn.close()
+            conn.terminate()  # never waits on a connection that may already be gone
 
     async def _sleep_until_notified(self) -> None:
         with contextlib.suppress(TimeoutError):
