@@ -47,9 +47,10 @@ class RailTopics:
         """Payment lifecycle events (the payment worker's outbox); feeds webhooks and projections."""
         return f"{TOPIC_PREFIX}.{self.rail}.payments.events"
 
-    def dead_letters(self, consumer_group: str) -> str:
-        """The dead-letter topic of one consumer group: records it could not process, with the reason."""
-        return f"{TOPIC_PREFIX}.{self.rail}.dlq.{consumer_group}"
+    def dead_letters(self, consumer_role: str) -> str:
+        """The dead-letter topic of one consuming workload role (``ledger-writer``, ``payment-worker``):
+        records it could not process, with the reason. One per role, shared by all its replicas."""
+        return f"{TOPIC_PREFIX}.{self.rail}.dlq.{consumer_role}"
 
     def all_primary(self) -> list[str]:
         return [self.ledger_commands, self.ledger_results, self.payment_events]
