@@ -130,9 +130,9 @@ class PostgresLedgerStore:
 class KafkaCommandLog:
     """The commands topic, assigned by partition (no consumer group: positions live in PostgreSQL)."""
 
-    def __init__(self, bootstrap: str, topics: RailTopics, consumer_group: str, partitions: list[int]) -> None:
+    def __init__(self, bootstrap: str, topics: RailTopics, consumer_role: str, partitions: list[int]) -> None:
         self.topic = topics.ledger_commands
-        self.dead_letter_topic = topics.dead_letters(consumer_group)
+        self.dead_letter_topic = topics.dead_letters(consumer_role)
         self.partitions = partitions
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
