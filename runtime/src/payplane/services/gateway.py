@@ -11,7 +11,6 @@ SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
 import argparse
 import asyncio
 import logging
-import os
 import signal
 from dataclasses import dataclass
 from typing import Final
@@ -24,15 +23,11 @@ from payplane.adapters.grpc_mtls import RotatingChannel
 from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
 from payplane.gateway.app import Gateway, Principal, WorkerPool
-from payplane.platform.logs import configure_json_logging
 from payplane.platform.metrics import GatewayMetrics
+from payplane.services.entry import ConfigError, serve_from_env
 
 log = logging.getLogger("payplane.gateway")
 GRPC_OPTIONS: Final = [("grpc.keepalive_time_ms", 30_000)]
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -120,10 +115,4 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    configure_json_logging()
-    try:
-        config = config_from_env(dict(os.environ))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    return asyncio.run(run(config))
+    return serve_from_env(config_from_env, run, log)

@@ -23,16 +23,12 @@ from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, Pos
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter
-from payplane.platform.logs import configure_json_logging
 from payplane.platform.metrics import LedgerWriterMetrics
+from payplane.services.entry import ConfigError, serve_from_env
 from payplane_contracts.topics import RailTopics
 
 log = logging.getLogger("payplane.ledger_writer")
 CONSUMER_ROLE = "ledger-writer"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -134,10 +130,4 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    configure_json_logging()
-    try:
-        config = config_from_env(dict(os.environ))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    return asyncio.run(run(config))
+    return serve_from_env(config_from_env, run, log)

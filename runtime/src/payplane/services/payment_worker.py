@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -53,8 +52,8 @@ from payplane.payments.fraud import AmountLimitsPolicy, FraudPolicy, PaymentFact
 from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyError, validate_key
 from payplane.payments.ledger_ops import AccountType, OpKind
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
-from payplane.platform.logs import configure_json_logging
 from payplane.platform.metrics import PaymentWorkerMetrics
+from payplane.services.entry import ConfigError, serve_from_env
 from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
 from payplane_contracts.topics import RailTopics
 
@@ -67,10 +66,6 @@ WAIT_POLL_S: Final = 0.02
 LIST_LIMIT_MAX: Final = 100
 CLEANUP_INTERVAL_S: Final = 60.0
 ResponseT = TypeVar("ResponseT", bound=Message)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -512,10 +507,4 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def main(_args: argparse.Namespace) -> int:
-    configure_json_logging()
-    try:
-        config = config_from_env(dict(os.environ))
-    except ConfigError as exc:
-        log.error("%s", exc)
-        return 2
-    return asyncio.run(run(config))
+    return serve_from_env(config_from_env, run, log)
