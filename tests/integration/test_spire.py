@@ -7,7 +7,6 @@ live in a namespace unique to this run and are deleted afterwards.
 
 import json
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 from payplane.devinfra.local_identity import ensure_distinct, gid_selector, local_gid, spawn_identity
 from payplane.devinfra.spire_cli import RegistrationEntry, SpireServerCli
 from payplane_contracts.identity import WorkloadRole, parse_workload_id, workload_spiffe_id
+from tests.processes import listening_port, stop_processes
 
 PEERS_DIR = Path(__file__).parent / "spire_peers"
 TEST_NAMESPACE_PREFIX = "it-"
@@ -126,31 +126,12 @@ class Processes:
         return stdout
 
     def stop_all(self) -> None:
-        for proc in self.running:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+        stop_processes(self.running, grace_s=10)
 
 
 def _listening_port(proc: subprocess.Popen[str], timeout_s: float = LISTEN_TIMEOUT_S) -> int:
     """Wait, bounded, for the server peer's ``LISTENING <port>`` line."""
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        ready = selector.select(timeout=timeout_s)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("LISTENING "):
-        proc.kill()
-        _, stderr = proc.communicate()
-        pytest.fail(f"server peer did not start listening within {timeout_s:.0f} s; stderr:\n{stderr[-3000:]}")
-    return int(line.split()[1])
+    return listening_port(proc, "server peer", timeout_s)
 
 
 def _client_summary(

@@ -7,7 +7,6 @@ Databases, Kafka topics and SPIRE entries are unique to the run and removed afte
 
 import asyncio
 import os
-import selectors
 import subprocess
 import sys
 import time
@@ -29,8 +28,10 @@ from payplane.devinfra.local_identity import spawn_identity
 from payplane.devinfra.spire_cli import SpireServerCli
 from payplane_contracts.identity import WorkloadRole
 from payplane_contracts.topics import RailTopics
+from tests import processes
 from tests.integration.conftest import Infra
 from tests.integration.test_spire import Registrar, Spire, Workload, _delete_leftover_test_entries
+from tests.processes import stop_processes
 
 PARTITIONS = 2
 LISTEN_TIMEOUT_S = 60.0
@@ -59,30 +60,11 @@ class Procs:
         return proc
 
     def stop_all(self) -> None:
-        for proc in self.running:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+        stop_processes(self.running, grace_s=15)
 
 
 def listening_port(proc: subprocess.Popen[str], what: str, timeout_s: float = LISTEN_TIMEOUT_S) -> int:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        ready = selector.select(timeout=timeout_s)
-    line = proc.stdout.readline() if ready else ""
-    if not line.startswith("LISTENING "):
-        proc.kill()
-        _, stderr = proc.communicate()
-        pytest.fail(f"{what} did not start listening within {timeout_s:.0f} s; stderr:\n{stderr[-4000:]}")
-    return int(line.split()[1])
+    return processes.listening_port(proc, what, timeout_s)
 
 
 @dataclass
