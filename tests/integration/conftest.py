@@ -5,9 +5,12 @@ the infrastructure running pays nothing here. A component that cannot be built o
 session with the reason and the log path; nothing is skipped.
 """
 
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from kubernetes import client, config
 
 from payplane.devinfra import stack
 from payplane.devinfra.settings import InfraSettings, load_settings
@@ -27,3 +30,17 @@ def infra() -> Infra:
     settings = load_settings()
     endpoints = stack.up(settings)
     return Infra(settings=settings, endpoints=endpoints)
+
+
+@pytest.fixture(scope="module")
+def api(infra: Infra) -> Iterator[client.ApiClient]:
+    """A Kubernetes API client for the local API server (admin credentials)."""
+    api_client = config.new_client_from_config(config_file=infra["KUBECONFIG"])
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture(scope="module")
+def run_id() -> str:
+    """A short id that keeps one test module's Kubernetes objects apart from another's."""
+    return uuid.uuid4().hex[:8]

@@ -7,13 +7,12 @@ Everything a test creates carries this run's id and is removed afterwards; every
 import datetime
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 from payplane.devinfra import versions
@@ -45,18 +44,6 @@ def _not_found(call: Callable[[], object]) -> bool:
             return True
         raise
     return False
-
-
-@pytest.fixture(scope="module")
-def api(infra: Infra) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(config_file=infra["KUBECONFIG"])
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture(scope="module")
-def run_id() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")

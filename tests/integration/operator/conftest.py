@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from kopf.testing import KopfRunner
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from payplane.devinfra.spire_cli import RegistrationEntry, SpireServerCli
@@ -230,18 +229,6 @@ def crds(infra: Infra) -> None:
         capture_output=True,
         timeout=KUBECTL_TIMEOUT_S + 10,
     )
-
-
-@pytest.fixture(scope="module")
-def api(infra: Infra) -> Iterator[client.ApiClient]:
-    api_client = config.new_client_from_config(config_file=infra["KUBECONFIG"])
-    yield api_client
-    api_client.close()
-
-
-@pytest.fixture(scope="module")
-def run_id() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 def _force_delete_pods(core: client.CoreV1Api, namespace: str) -> None:
