@@ -125,10 +125,9 @@ async def persist(
     async with conn.transaction():
         await _check_epoch(conn, outcome.partition, outcome.epoch)
         await _insert_accounts(conn, outcome.new_accounts, partition_of)
+        # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved
         touched = sorted(
-            {e.account_id for c in outcome.changes for e in c.entries}
-            | {t.debit_account_id for c in outcome.changes for t in _transfers_of(c)}
-            | {t.credit_account_id for c in outcome.changes for t in _transfers_of(c)}
+            {a for c in outcome.changes for t in _transfers_of(c) for a in (t.debit_account_id, t.credit_account_id)}
         )
         await _write_balances(conn, [ledger.accounts[a] for a in touched])
         await _insert_transfers(conn, [c.transfer for c in outcome.changes if c.transfer is not None], partition_of)
