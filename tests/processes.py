@@ -18,7 +18,8 @@ def listening_port(proc: subprocess.Popen[str], what: str, timeout_s: float) -> 
     if not line.startswith("LISTENING "):
         proc.kill()
         _, stderr = proc.communicate()
-        pytest.fail(f"{what} did not start listening within {timeout_s:.0f} s; stderr:\n{stderr[-4000:]}")
+        detail = stderr[-4000:] if stderr else "(written to its log file)"
+        pytest.fail(f"{what} did not start listening within {timeout_s:.0f} s; stderr:\n{detail}")
     return int(line.split()[1])
 
 
