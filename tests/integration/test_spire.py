@@ -21,12 +21,13 @@ import grpc.aio
 import pytest
 
 from payplane.devinfra.local_identity import ensure_distinct, gid_selector, local_gid, spawn_identity
-from payplane.devinfra.spire_cli import RegistrationEntry, SpireServerCli
+from payplane.devinfra.spire_cli import RegistrationEntry, SpireCliError, SpireServerCli
 from payplane_contracts.identity import WorkloadRole, parse_workload_id, workload_spiffe_id
 from tests.processes import listening_port, stop_processes
 
 PEERS_DIR = Path(__file__).parent / "spire_peers"
 TEST_NAMESPACE_PREFIX = "it-"
+LEFTOVER_AGE_S = 3600.0
 FIRST_SVID_TIMEOUT_S = 40.0
 PROCESS_TIMEOUT_S = 90.0
 LISTEN_TIMEOUT_S = 60.0
@@ -61,7 +62,7 @@ class Registrar:
     """Registers local workloads under one throwaway namespace and deletes their entries afterwards."""
 
     spire: Spire
-    namespace: str = field(default_factory=lambda: f"{TEST_NAMESPACE_PREFIX}{uuid.uuid4().hex[:10]}")
+    namespace: str = field(default_factory=lambda: _test_namespace(time.time()))
     created: list[RegistrationEntry] = field(default_factory=list)
 
     def register(
@@ -83,15 +84,43 @@ class Registrar:
 
     def delete_all(self) -> None:
         for entry in self.created:
-            self.spire.cli.delete_entry(entry.entry_id)
+            _delete_if_present(self.spire, entry.entry_id)
         self.created.clear()
 
 
+def _test_namespace(now_s: float) -> str:
+    """``it-<minutes since the epoch, hex>-<random>``: the time lets cleanup tell leftovers from live runs."""
+    return f"{TEST_NAMESPACE_PREFIX}{int(now_s // 60):x}-{uuid.uuid4().hex[:8]}"
+
+
+def _is_leftover(spiffe_id: str, now_s: float) -> bool:
+    """A test entry older than LEFTOVER_AGE_S (or from before namespaces carried their time). Several
+    test runs share the SPIRE server, so a young entry may belong to a run still going: never touch it."""
+    _, found, rest = spiffe_id.partition(f"/ns/{TEST_NAMESPACE_PREFIX}")
+    if not found:
+        return False
+    minutes, dash, _ = rest.partition("/")[0].partition("-")
+    try:
+        created_s = int(minutes, 16) * 60 if dash else 0.0
+    except ValueError:
+        created_s = 0.0
+    return now_s - created_s > LEFTOVER_AGE_S
+
+
+def _delete_if_present(spire: Spire, entry_id: str) -> None:
+    try:
+        spire.cli.delete_entry(entry_id)
+    except SpireCliError as exc:
+        if "NotFound" not in str(exc):
+            raise
+
+
 def _delete_leftover_test_entries(spire: Spire) -> None:
-    """Entries an interrupted earlier run could not delete (their namespaces start with ``it-``)."""
+    """Entries an interrupted earlier run could not delete (see ``_is_leftover``)."""
+    now_s = time.time()
     for entry in spire.cli.entries():
-        if entry.parent_id == spire.node_id and f"/ns/{TEST_NAMESPACE_PREFIX}" in entry.spiffe_id:
-            spire.cli.delete_entry(entry.entry_id)
+        if entry.parent_id == spire.node_id and _is_leftover(entry.spiffe_id, now_s):
+            _delete_if_present(spire, entry.entry_id)
 
 
 @dataclass

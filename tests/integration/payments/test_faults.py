@@ -53,9 +53,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def _free_port_base() -> int:
-    """A port base whose Kafka ports (base+92, base+93) are free on 127.0.0.1."""
+    """A port base whose Kafka ports (base+92, base+93) are free on 127.0.0.1, below the ephemeral range
+    (so no outgoing connection takes them between this probe and the broker's start)."""
     for _ in range(50):
-        base = random.randrange(20_000, 40_000, 100)
+        base = random.randrange(20_000, 32_000, 100)
         ports = Ports(base)
         with contextlib.ExitStack() as stack:
             try:
@@ -74,7 +75,7 @@ def private_kafka(infra: Infra) -> Iterator[Kafka]:
     with tempfile.TemporaryDirectory(prefix="payplane-kafka-") as state_dir:
         settings = dataclasses.replace(infra.settings, state_dir=Path(state_dir), ports=Ports(_free_port_base()))
         kafka = Kafka(settings)
-        kafka.up()
+        kafka.up()  # a failure names the broker's log and its last lines
         try:
             yield kafka
         finally:
