@@ -64,6 +64,8 @@ class OperatorConfig:
     peering_name: str
     peering_priority: int
     peering_lifetime_s: int  # a replica silent this long is presumed dead and another takes over
+    metrics_port: int | None = None  # Prometheus /metrics; None: not served
+    metrics_address: str = "127.0.0.1"
     field_manager: str = FIELD_MANAGER
 
 
@@ -139,4 +141,6 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         peering_name=env.get("PAYPLANE_PEERING_NAME", "").strip() or "payplane-operator",
         peering_priority=int(_float(env, "PAYPLANE_PEERING_PRIORITY", 0, -1_000_000, 1_000_000)),
         peering_lifetime_s=int(_float(env, "PAYPLANE_PEERING_LIFETIME_S", 60, 12, 3600)),
+        metrics_port=int(_float(env, "PAYPLANE_METRICS_PORT", 0, 0, 65535)) or None,
+        metrics_address=env.get("PAYPLANE_METRICS_ADDRESS", "").strip() or "127.0.0.1",
     )

@@ -68,7 +68,7 @@ def test_binaries_reporting_the_pinned_version_are_stamped_without_a_build(tmp_p
     dirs, binary = _dirs_with_binary(tmp_path)
     builds: list[str] = []
 
-    kube_build._ensure_built(
+    kube_build.ensure_built(
         dirs,
         [binary],
         what="k8s",
@@ -91,7 +91,7 @@ def test_a_stamped_build_with_its_binaries_is_not_even_probed(tmp_path: Path) ->
     def probe() -> bool:
         raise AssertionError("probed")
 
-    kube_build._ensure_built(
+    kube_build.ensure_built(
         dirs,
         [binary],
         what="k8s",
@@ -107,7 +107,7 @@ def test_a_build_whose_binaries_miss_the_version_fails_unstamped(tmp_path: Path)
     builds: list[str] = []
 
     with pytest.raises(BuildFailedError, match="do not report that version"):
-        kube_build._ensure_built(
+        kube_build.ensure_built(
             dirs,
             [binary],
             what="k8s",

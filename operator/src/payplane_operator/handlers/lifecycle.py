@@ -9,6 +9,7 @@ import kopf
 
 from payplane_operator.clients.kafka_admin import KafkaAdmin
 from payplane_operator.clients.kubernetes import KubeClient, load_credentials
+from payplane_operator.clients.metrics import OperatorMetrics
 from payplane_operator.clients.spire import SpireEntries
 from payplane_operator.errors import ConfigError
 from payplane_operator.handlers.boundary import controller_of
@@ -51,6 +52,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_S
+    # No watch on CustomResourceDefinitions (and so no RBAC for them): the CRDs exist before the operator
+    # starts (the chart installs them first); a CRD installed later is picked up at the next restart.
+    settings.scanning.disabled = True
     settings.networking.request_timeout = max(30.0, config.kube.request_timeout_s * 3)
     # Our own events say what changed; kopf's per-handler "succeeded" events would only add noise.
     settings.posting.level = logging.WARNING
@@ -73,7 +77,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         policies=kwargs["policies"],
         rails_by_policy=kwargs["rails_by_policy"],
     )
-    controller = Controller(Deps(kube=clients.kube, kafka=clients.kafka, spire=clients.spire, config=config), indexes)
+    metrics = OperatorMetrics()
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port, config.metrics_address)
+    deps = Deps(kube=clients.kube, kafka=clients.kafka, spire=clients.spire, config=config, metrics=metrics)
+    controller = Controller(deps, indexes)
     controller.start()
     memo.controller = controller
     memo.clients = clients

@@ -105,7 +105,7 @@ class Controller:
             started = time.monotonic()
             outcome = await rail_rec.reconcile_rail(body, self._rail_context(body), self.deps, self._tracker)
             await self._post(body, outcome.notes)
-            _log_reconcile(Kind.PAYMENT_RAIL, namespace, name, outcome, started)
+            self._record(Kind.PAYMENT_RAIL, namespace, name, outcome, started)
         if wake_related:
             for shard in _values(self.indexes.shards_by_rail, (namespace, name)):
                 self.poke(Kind.LEDGER_SHARD, namespace, shard.name)
@@ -121,7 +121,7 @@ class Controller:
             started = time.monotonic()
             outcome = await shard_rec.reconcile_shard(body, rails[0] if rails else None, self.deps, self._tracker)
             await self._post(body, outcome.notes)
-            _log_reconcile(Kind.LEDGER_SHARD, namespace, name, outcome, started)
+            self._record(Kind.LEDGER_SHARD, namespace, name, outcome, started)
         if wake_related and rail_name:
             self.poke(Kind.PAYMENT_RAIL, namespace, rail_name)
         return outcome
@@ -134,7 +134,7 @@ class Controller:
             started = time.monotonic()
             outcome = await reconcile_policy(body, self.deps)
             await self._post(body, outcome.notes)
-            _log_reconcile(Kind.FRAUD_POLICY, namespace, name, outcome, started)
+            self._record(Kind.FRAUD_POLICY, namespace, name, outcome, started)
         if wake_related:
             self.wake_policy_users(namespace, name)
         return outcome
@@ -194,11 +194,22 @@ class Controller:
         owner = self._topic_owner(meta.name)
         return owner in {None, meta.namespace}
 
+    def _record(self, kind: Kind, namespace: str, name: str, outcome: Outcome, started: float) -> None:
+        _log_reconcile(kind, namespace, name, outcome, started)
+        self.deps.metrics.reconciled(
+            kind.value,
+            (namespace, name),
+            ready=outcome.ready,
+            retry=outcome.retry,
+            seconds=time.monotonic() - started,
+        )
+
     async def _current(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         """The object as the API server has it now (whatever triggered us may have seen an older version,
         and our own last status write with it). None when it is gone or being deleted: its finalizer acts."""
         body = await self.deps.kube.get(ObjectRef(API_VERSION, kind.value, namespace, name))
         if body is None or parse_meta(body).deleting:
+            self.deps.metrics.forget(kind.value, (namespace, name))
             return None
         self.last_reconcile_s = time.monotonic()
         return body
@@ -228,3 +239,4 @@ class Controller:
     def _forget(self, kind: Kind, namespace: str, name: str, uid: str) -> None:
         self._locks.forget((kind, namespace, name))
         self._tracker.forget(uid)
+        self.deps.metrics.forget(kind.value, (namespace, name))

@@ -3,8 +3,8 @@
 ``payplane_operator.clients`` implements them against the real systems; unit tests pass in-memory fakes.
 """
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from payplane_operator.resources import EntrySpec, Manifest, ObjectRef, TopicSpec, TopicState
@@ -47,6 +47,22 @@ class Spire(Protocol):
     async def delete(self, entry_ids: Sequence[str]) -> list[str]: ...
 
 
+class Metrics(Protocol):
+    def reconciled(self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float) -> None: ...
+
+    def forget(self, kind: str, key: Hashable) -> None: ...
+
+
+class NoMetrics:
+    """When nothing scrapes the operator (unit tests, ``PAYPLANE_METRICS_PORT`` unset)."""
+
+    def reconciled(self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float) -> None:
+        pass
+
+    def forget(self, kind: str, key: Hashable) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Deps:
     """Everything a reconciler touches besides its arguments."""
@@ -55,3 +71,4 @@ class Deps:
     kafka: Kafka
     spire: Spire
     config: OperatorConfig
+    metrics: Metrics = field(default_factory=NoMetrics)

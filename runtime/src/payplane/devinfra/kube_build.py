@@ -184,7 +184,7 @@ def _build_kubernetes(dirs: BuildDirs, log_path: Path, env: dict[str, str]) -> N
 def ensure_kubernetes(cache_dir: Path, log_path: Path) -> Path:
     """The directory holding kube-apiserver, kube-controller-manager, kube-scheduler and kubectl."""
     dirs = kubernetes_dirs(cache_dir)
-    _ensure_built(
+    ensure_built(
         dirs,
         [dirs.bin / name for name in KUBERNETES_COMMANDS],
         what=f"Kubernetes {versions.KUBERNETES}",
@@ -219,7 +219,7 @@ def ensure_etcd(cache_dir: Path, log_path: Path) -> Path:
     """The etcd server binary."""
     dirs = etcd_dirs(cache_dir)
     etcd = dirs.bin / "etcd"
-    _ensure_built(
+    ensure_built(
         dirs,
         [etcd],
         what=f"etcd {versions.ETCD}",
@@ -253,7 +253,7 @@ def _build_lock(dirs: BuildDirs, what: str, timeout_s: float = BUILD_TIMEOUT_S) 
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _ensure_built(
+def ensure_built(
     dirs: BuildDirs,
     binaries: list[Path],
     *,

@@ -10,3 +10,4 @@ KUBERNETES: Final = "v1.34.4"
 ETCD: Final = "v3.6.16"
 SPIRE: Final = "v1.15.3"
 SPIRE_API_SDK: Final = "v1.15.2"
+HELM: Final = "v3.21.4"  # the chart tests' helm CLI (helm_build)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from payplane.devinfra.components.base import Component
+from payplane.devinfra.helm_build import ensure_helm, helm_dirs
 from payplane.devinfra.kube_build import ensure_etcd, ensure_kubernetes, etcd_dirs, kubernetes_dirs
 from payplane.devinfra.kubeconfig import write_kubeconfig
 from payplane.devinfra.pki import (
@@ -106,6 +107,7 @@ class Kubernetes(Component):
     def build(self) -> None:
         ensure_etcd(self.settings.cache_dir, self.build_log)
         ensure_kubernetes(self.settings.cache_dir, self.build_log)
+        ensure_helm(self.settings.cache_dir, self.build_log)  # the operator chart's tests install with it
 
     def ports(self) -> list[int]:
         ports = self.settings.ports
@@ -279,4 +281,5 @@ class Kubernetes(Component):
             "KUBECONFIG": str(self.admin_kubeconfig),
             "PAYPLANE_KUBECTL": self._binary("kubectl"),
             "PAYPLANE_KUBE_APISERVER": self.apiserver_url,
+            "PAYPLANE_HELM": str(helm_dirs(self.settings.cache_dir).bin / "helm"),
         }
