@@ -4,8 +4,10 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from payplane.devinfra import versions
+from payplane.devinfra import helm_build, versions
+from payplane_operator.clients.metrics import OperatorMetrics
 from payplane_operator.errors import ConfigError
 from payplane_operator.handlers.boundary import retry_delay_s
 from payplane_operator.settings import IdentityMode, WorkloadReadiness, load_config
@@ -27,6 +29,13 @@ def test_the_infra_env_is_enough_and_defaults_suit_a_cluster() -> None:
     assert config.readiness is WorkloadReadiness.AVAILABLE
     assert config.drift_interval_s == 60
     assert config.kube.kubeconfig == Path("/tmp/kubeconfig")
+    assert config.metrics_port is None
+
+
+def test_metrics_are_served_only_when_a_port_is_given() -> None:
+    config = load_config({**ENV, "PAYPLANE_METRICS_PORT": "9090", "PAYPLANE_METRICS_ADDRESS": "0.0.0.0"})
+    assert (config.metrics_port, config.metrics_address) == (9090, "0.0.0.0")
+    assert load_config({**ENV, "PAYPLANE_METRICS_PORT": "9090"}).metrics_address == "127.0.0.1"
 
 
 def test_no_kubeconfig_means_in_cluster() -> None:
@@ -40,6 +49,7 @@ def test_no_kubeconfig_means_in_cluster() -> None:
         ("PAYPLANE_IDENTITY_MODE", "k8s", "must be one of cluster, local"),
         ("PAYPLANE_DRIFT_INTERVAL_S", "soon", "must be a number"),
         ("PAYPLANE_DRIFT_INTERVAL_S", "0", "within"),
+        ("PAYPLANE_METRICS_PORT", "70000", "within"),
     ],
 )
 def test_a_bad_environment_is_refused_naming_the_variable(name: str, value: str, message: str) -> None:
@@ -61,3 +71,30 @@ def test_the_spire_api_module_pin_follows_the_infrastructure_pin() -> None:
 
 def test_generated_stubs_are_ignored_by_git() -> None:
     assert "operator/src/payplane_operator/_gen/" in (REPO / ".gitignore").read_text()
+
+
+def test_operator_metrics_count_results_and_track_readiness() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    metrics.reconciled("PaymentRail", ("ns", "a"), ready=True, retry=False, seconds=0.1)
+    metrics.reconciled("PaymentRail", ("ns", "b"), ready=False, retry=True, seconds=0.2)
+    metrics.reconciled("PaymentRail", ("ns", "b"), ready=False, retry=False, seconds=0.2)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="ready") == 1
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="error") == 1
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="not_ready") == 1
+    assert value("payplane_operator_reconcile_seconds_count", kind="PaymentRail") == 3
+    assert value("payplane_operator_objects", kind="PaymentRail", ready="false") == 1
+    metrics.forget("PaymentRail", ("ns", "b"))
+    assert value("payplane_operator_objects", kind="PaymentRail", ready="false") == 0
+    assert value("payplane_operator_objects", kind="PaymentRail", ready="true") == 1
+
+
+def test_helm_is_built_with_its_version_stamped_in() -> None:
+    assert versions.HELM.startswith("v3.")
+    flags = helm_build.helm_ldflags(versions.HELM)
+    assert f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}" in flags
+    assert helm_build.helm_dirs(Path("/c")).root == Path(f"/c/helm-{versions.HELM}")

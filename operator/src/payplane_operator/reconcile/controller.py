@@ -19,7 +19,7 @@ from payplane_operator.desired.coverage import ShardRange
 from payplane_operator.limits import LIVENESS_STALE_INTERVALS, POKE_DEBOUNCE_S, POKE_WORKERS
 from payplane_operator.reconcile import rail as rail_rec
 from payplane_operator.reconcile import shard as shard_rec
-from payplane_operator.reconcile.outcome import Note, Outcome
+from payplane_operator.reconcile.outcome import EventType, Note, Outcome
 from payplane_operator.reconcile.policy import reconcile_policy
 from payplane_operator.reconcile.ports import Deps
 from payplane_operator.reconcile.queue import KeyedLocks, Pokes
@@ -225,6 +225,11 @@ class Controller:
 
     async def _post(self, body: Body, notes: Iterable[Note]) -> None:
         for note in notes:
+            if note.type is EventType.WARNING:  # what went wrong is in the log too, not only in Events
+                meta = body["metadata"]
+                log.warning(
+                    "%s %s/%s: %s: %s", body["kind"], meta["namespace"], meta["name"], note.reason, note.message
+                )
             try:
                 await self.deps.kube.post_event(
                     body,

@@ -31,7 +31,14 @@ def _helm_binary_ok(helm: Path) -> bool:
 def _build_helm(dirs: BuildDirs, log_path: Path, env: dict[str, str]) -> None:
     dirs.bin.mkdir(parents=True, exist_ok=True)
     run_logged(
-        ["go", "install", "-trimpath", "-ldflags", helm_ldflags(versions.HELM), f"{HELM_MODULE}/cmd/helm@{versions.HELM}"],
+        [
+            "go",
+            "install",
+            "-trimpath",
+            "-ldflags",
+            helm_ldflags(versions.HELM),
+            f"{HELM_MODULE}/cmd/helm@{versions.HELM}",
+        ],
         what=f"helm {versions.HELM}",
         log_path=log_path,
         env={**env, "GOBIN": str(dirs.bin)},
