@@ -13,6 +13,7 @@ Each run ends with ``ledger verify``; a run whose invariants fail is reported as
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import json
 import os
 import pstats
@@ -21,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -66,17 +68,56 @@ end $$;
 
 
 @dataclass(frozen=True)
+class Timing:
+    """Wall time of a run, and the CPU the writer (this process) and its PostgreSQL backends spent in it."""
+
+    seconds: float
+    writer_cpu_s: float = 0.0
+    postgres_cpu_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class RunResult:
     mode: str
     pattern: str
     batch: int
     transfers: int
-    seconds: float
+    timing: Timing
     invariants_hold: bool
 
     @property
     def per_second(self) -> float:
-        return self.transfers / self.seconds
+        return self.transfers / self.timing.seconds
+
+    def cpu_us_per_transfer(self) -> tuple[float, float]:
+        return (self.timing.writer_cpu_s * 1e6 / self.transfers, self.timing.postgres_cpu_s * 1e6 / self.transfers)
+
+
+def _backend_cpu_s(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by local PostgreSQL backends, read from /proc."""
+    ticks_per_s = os.sysconf("SC_CLK_TCK")
+    total_ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total_ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total_ticks / ticks_per_s
+
+
+class CpuClock:
+    """Measures wall time and the CPU of this process and of the given PostgreSQL backends."""
+
+    def __init__(self, backend_pids: list[int]) -> None:
+        self.backend_pids = backend_pids
+        self.started_s = time.perf_counter()
+        self.started_cpu_s = time.process_time()
+        self.started_pg_cpu_s = _backend_cpu_s(backend_pids)
+
+    def stop(self) -> Timing:
+        return Timing(
+            seconds=time.perf_counter() - self.started_s,
+            writer_cpu_s=time.process_time() - self.started_cpu_s,
+            postgres_cpu_s=_backend_cpu_s(self.backend_pids) - self.started_pg_cpu_s,
+        )
 
 
 def _accounts() -> list[str]:
@@ -110,7 +151,7 @@ async def _fresh_shard(base_dsn: str) -> str:
     for account_id in _accounts():
         ledger.create_account(AccountSpec(account_id, "EUR", "bench"), 0)
         outcome.new_accounts.append(ledger.accounts[account_id])
-    await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
+    await persist(conn, outcome, ledger)
     await conn.close()
     return dsn
 
@@ -131,7 +172,7 @@ async def _invariants_hold(dsn: str, expected_transfers: int) -> bool:
     return report.passed and applied == expected_transfers
 
 
-async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: int) -> float:
+async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: int) -> Timing:
     topics = RailTopics(f"bench-{uuid.uuid4().hex[:8]}")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -164,39 +205,42 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
     )
     await writer.start()
     profiler = cProfile.Profile() if os.environ.get("PAYPLANE_BENCH_PROFILE") else None
-    started = time.perf_counter()
+    await store.load(set(), set())  # opens the read connection, so both backends are measured
+    clock = CpuClock(store.backend_pids())
     if profiler:
         profiler.enable()
     while writer.applied_records < count:
         await writer.run_once()
-    elapsed = time.perf_counter() - started
+    timing = clock.stop()
     if profiler:
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        if os.environ.get("PAYPLANE_BENCH_PROFILE") == "callers":
+            pstats.Stats(profiler).print_callers("instancecheck|enum.py")
     await log.stop()
     await store.close()
     await admin.delete_topics(names)
     await admin.close()
-    return elapsed
+    return timing
 
 
-async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> float:
+async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> Timing:
     conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     requests = _transfers(pattern, count)
-    started = time.perf_counter()
+    clock = CpuClock([conn.get_server_pid()])
     for start in range(0, count, batch):
         chunk = requests[start : start + batch]
         account_ids, transfer_ids = ids_to_load(list(chunk), 0)
         ledger = await load_ledger(conn, account_ids, transfer_ids)
         applied = apply_batch(ledger, list(chunk), partition=0, partition_of=lambda _: 0, now_us=1)
         outcome = BatchOutcome(partition=0, epoch=1, now_us=1, changes=applied.changes)
-        await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
-    elapsed = time.perf_counter() - started
+        await persist(conn, outcome, ledger)
+    timing = clock.stop()
     await conn.close()
-    return elapsed
+    return timing
 
 
-async def run_per_transfer(dsn: str, pattern: str, count: int) -> float:
+async def run_per_transfer(dsn: str, pattern: str, count: int) -> Timing:
     pool = await asyncpg.create_pool(dsn, min_size=PER_TRANSFER_CONNECTIONS, max_size=PER_TRANSFER_CONNECTIONS)
     async with pool.acquire() as conn:
         await conn.execute(PER_TRANSFER_SQL)
@@ -221,7 +265,7 @@ async def run_per_transfer(dsn: str, pattern: str, count: int) -> float:
     await asyncio.gather(*(worker() for _ in range(PER_TRANSFER_CONNECTIONS)))
     elapsed = time.perf_counter() - started
     await pool.close()
-    return elapsed
+    return Timing(elapsed)
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -235,23 +279,25 @@ async def main(args: argparse.Namespace) -> None:
             dsn = await _fresh_shard(base_dsn)
             try:
                 if mode == "writer":
-                    seconds = await run_writer(bootstrap, dsn, pattern, count, batch)
+                    timing = await run_writer(bootstrap, dsn, pattern, count, batch)
                 elif mode == "set-based":
-                    seconds = await run_set_based(dsn, pattern, count, batch)
+                    timing = await run_set_based(dsn, pattern, count, batch)
                 else:
-                    seconds = await run_per_transfer(dsn, pattern, count)
-                result = RunResult(mode, pattern, batch, count, seconds, await _invariants_hold(dsn, count))
+                    timing = await run_per_transfer(dsn, pattern, count)
+                result = RunResult(mode, pattern, batch, count, timing, await _invariants_hold(dsn, count))
             finally:
                 await _drop(base_dsn, dsn)
             results.append(result)
+            writer_cpu_us, postgres_cpu_us = result.cpu_us_per_transfer()
+            cpu = f"  cpu/transfer: writer {writer_cpu_us:5.1f} us, postgres {postgres_cpu_us:5.1f} us"
             print(
                 f"{mode:13} {pattern:8} batch={batch:5} transfers={count:7} {result.per_second:10,.0f}/s"
-                f"  invariants={'ok' if result.invariants_hold else 'FAILED'}",
+                f"  invariants={'ok' if result.invariants_hold else 'FAILED'}{cpu if timing.writer_cpu_s else ''}",
                 flush=True,
             )
     del plan
     if args.json:
-        print(json.dumps([r.__dict__ | {"per_second": round(r.per_second)} for r in results]))
+        print(json.dumps([dataclasses.asdict(r) | {"per_second": round(r.per_second)} for r in results]))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ ACCOUNTS = [
     AccountSpec("alice", "EUR", "alice", AccountFlags(debits_must_not_exceed_credits=True)),
     AccountSpec("bob", "EUR", "bob", AccountFlags(debits_must_not_exceed_credits=True)),
 ]
-PARTITION_OF = {a.id: PARTITION for a in ACCOUNTS}
 
 
 async def _claim(conn: asyncpg.Connection, epoch: int) -> None:
@@ -39,7 +38,7 @@ async def _run_batch(
         result, change = ledger.apply(request, now_us)
         results.append(result)
         outcome.changes.append(change)
-    await persist(conn, outcome, ledger, PARTITION_OF)
+    await persist(conn, outcome, ledger)
     return results
 
 
@@ -51,7 +50,7 @@ async def funded(shard: asyncpg.Connection) -> asyncpg.Connection:
     for spec in ACCOUNTS:
         ledger.create_account(spec, 0)
         outcome.new_accounts.append(ledger.accounts[spec.id])
-    await persist(shard, outcome, ledger, PARTITION_OF)
+    await persist(shard, outcome, ledger)
     await _run_batch(shard, [TransferRequest("fund", TransferMode.POSTED, "world", "alice", 1000, "EUR")], 1, 1, 1)
     return shard
 

@@ -96,7 +96,7 @@ def test_store_agrees_with_the_reference(db: _Db) -> None:
             outcome = ledger_store.BatchOutcome(
                 partition=0, epoch=1, now_us=self.now_us, new_accounts=applied.new_accounts, changes=applied.changes
             )
-            db.run(ledger_store.persist(db.conn, outcome, loaded, dict.fromkeys(loaded.accounts, 0)))
+            db.run(ledger_store.persist(db.conn, outcome, loaded))
             expected = apply_batch(self.reference, [command], partition=0, partition_of=lambda _: 0, now_us=self.now_us)
             got = [o.result for o in applied.outcomes]
             want = [o.result for o in expected.outcomes]
@@ -155,7 +155,7 @@ def test_store_agrees_with_the_reference(db: _Db) -> None:
             loaded = db.run(ledger_store.load_ledger(db.conn, set(), set(due)))
             changes = [c for c in (loaded.expire(d, self.now_us) for d in due) if c]
             outcome = ledger_store.BatchOutcome(partition=0, epoch=1, now_us=self.now_us, changes=changes)
-            db.run(ledger_store.persist(db.conn, outcome, loaded, dict.fromkeys(loaded.accounts, 0)))
+            db.run(ledger_store.persist(db.conn, outcome, loaded))
             expired_in_reference = [t for t in list(self.reference.transfers) if self.reference.expire(t, self.now_us)]
             assert sorted(due) == sorted(expired_in_reference)
 

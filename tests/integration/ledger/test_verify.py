@@ -33,7 +33,7 @@ async def _healthy_ledger(conn: asyncpg.Connection) -> None:
         TransferRequest("post-1", TransferMode.POST_PENDING, pending_id="hold-1", amount_minor=200),
     ]:
         outcome.changes.append(ledger.apply(request, 1)[1])
-    await persist(conn, outcome, ledger, dict.fromkeys(ledger.accounts, 0))
+    await persist(conn, outcome, ledger)
 
 
 async def test_a_healthy_ledger_passes(shard: asyncpg.Connection) -> None:

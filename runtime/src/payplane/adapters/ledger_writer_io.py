@@ -13,10 +13,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from payplane.adapters import ledger_store
-from payplane.ledger.codec import request_to_dict
+from payplane.ledger.codec import encode_outcome_fast, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.writer import CommandRecord, PartitionBatch, TransientError
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command, encode_outcome
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 
@@ -101,7 +101,7 @@ class PostgresLedgerStore:
             outbox=[
                 *(
                     ledger_store.OutboxMessage(
-                        self.topics.ledger_results, None, o.transfer_id.encode(), encode_outcome(o)
+                        self.topics.ledger_results, None, o.transfer_id.encode(), encode_outcome_fast(o)
                     )
                     for o in batch.outcomes
                 ),
@@ -116,9 +116,12 @@ class PostgresLedgerStore:
                 ),
             ],
         )
-        partition_of = self.partition_of.mapping(ledger)
         async with self._connection() as conn:
-            await ledger_store.persist(conn, outcome, ledger, partition_of)
+            await ledger_store.persist(conn, outcome, ledger)
+
+    def backend_pids(self) -> list[int]:
+        """The PostgreSQL server processes of the open connections (benchmarks read their CPU time)."""
+        return [conn.get_server_pid() for conn in self._conns.values() if conn is not None and not conn.is_closed()]
 
     async def close(self) -> None:
         for conn in self._conns.values():
@@ -153,15 +156,26 @@ class KafkaCommandLog:
             self.consumer.seek(TopicPartition(self.topic, partition), offset)
 
     async def fetch(self, max_records: int, timeout_ms: int) -> list[CommandRecord]:
-        try:
-            batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        except KafkaError as exc:
-            raise TransientError(f"commands topic: {exc!r}") from exc
-        return [
-            CommandRecord(r.topic, r.partition, r.offset, r.key, r.value)
-            for tp in sorted(batches, key=lambda t: t.partition)
-            for r in batches[tp]
-        ]
+        """Up to ``max_records``: waits up to ``timeout_ms`` for the first records, then takes whatever else
+        the consumer has already fetched (one getmany returns a single fetched chunk, often far fewer
+        records than a batch could hold)."""
+        records: list[CommandRecord] = []
+        wait_ms = timeout_ms
+        while len(records) < max_records:
+            try:
+                batches = await self.consumer.getmany(timeout_ms=wait_ms, max_records=max_records - len(records))
+            except KafkaError as exc:
+                raise TransientError(f"commands topic: {exc!r}") from exc
+            if not batches:
+                break
+            records.extend(
+                CommandRecord(r.topic, r.partition, r.offset, r.key, r.value)
+                for tp in sorted(batches, key=lambda t: t.partition)
+                for r in batches[tp]
+            )
+            wait_ms = 0
+        records.sort(key=lambda r: r.partition)
+        return records
 
     async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None:
         headers = [

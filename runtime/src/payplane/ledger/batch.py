@@ -12,22 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from payplane.ledger import legs
-from payplane.ledger.codec import RequestDecodeError, account_spec_from_dict, request_from_dict
+from payplane.ledger.codec import RequestDecodeError
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import Account, AccountSpec, BalanceChange, TransferMode, TransferRequest
 from payplane.ledger.results import TransferResult
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, TransferOutcome
+from payplane_contracts.ledger_messages import TransferOutcome
 from payplane_contracts.partitions import transit_account_id
 
 Command = AccountSpec | TransferRequest
 PartitionOf = Callable[[str], int]
-
-
-def command_from_message(message: LedgerCommand) -> Command:
-    """The typed command inside an envelope; raises RequestDecodeError naming the bad field."""
-    if message.type is CommandType.CREATE_ACCOUNT:
-        return account_spec_from_dict(message.body)
-    return request_from_dict(message.body)
 
 
 def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[str]]:
@@ -195,6 +188,5 @@ __all__ = [
     "Misrouted",
     "RequestDecodeError",
     "apply_batch",
-    "command_from_message",
     "ids_to_load",
 ]

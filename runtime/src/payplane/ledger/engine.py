@@ -21,8 +21,6 @@ from payplane.ledger.model import (
     AccountSpec,
     AccountStatus,
     BalanceChange,
-    Entry,
-    EntrySide,
     PendingState,
     Transfer,
     TransferKind,
@@ -125,7 +123,7 @@ class Ledger:
             debit.debits_pending_minor += amount_minor
             credit.credits_pending_minor += amount_minor
         else:
-            _post(debit, credit, transfer.id, amount_minor, change)
+            _post(debit, credit, amount_minor)
         self.transfers[transfer.id] = transfer
         change.transfer = transfer
         return R.OK
@@ -164,7 +162,7 @@ class Ledger:
         )
         self._release(pending, PendingState.POSTED if posting else PendingState.VOIDED, change)
         if posting:
-            _post(debit, credit, resolution.id, amount_minor, change)
+            _post(debit, credit, amount_minor)
         self.transfers[resolution.id] = resolution
         change.transfer = resolution
         return R.OK
@@ -271,8 +269,6 @@ def _check_pending(request: TransferRequest, pending: Transfer | None) -> Transf
     return None
 
 
-def _post(debit: Account, credit: Account, transfer_id: str, amount_minor: int, change: BalanceChange) -> None:
+def _post(debit: Account, credit: Account, amount_minor: int) -> None:
     debit.debits_posted_minor += amount_minor
     credit.credits_posted_minor += amount_minor
-    change.entries.append(Entry(transfer_id, debit.id, EntrySide.DEBIT, amount_minor))
-    change.entries.append(Entry(transfer_id, credit.id, EntrySide.CREDIT, amount_minor))

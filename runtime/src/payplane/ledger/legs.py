@@ -10,8 +10,9 @@ every instant, and money in flight is visible in the transit accounts. Leg ids d
 so replays of any leg are answered ``exists`` and never move money twice.
 """
 
-from dataclasses import replace
 from typing import Final
+
+from msgspec.structs import replace
 
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferKind, TransferMode, TransferRequest
 from payplane_contracts.partitions import transit_account_id

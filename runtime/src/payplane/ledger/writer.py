@@ -19,11 +19,11 @@ from typing import Final, Protocol
 
 from payplane.faults import crash_point
 from payplane.ledger.account_cache import AccountCache
-from payplane.ledger.batch import Command, Forward, PartitionOf, apply_batch, command_from_message, ids_to_load
-from payplane.ledger.codec import RequestDecodeError
+from payplane.ledger.batch import Command, Forward, PartitionOf, apply_batch, ids_to_load
+from payplane.ledger.codec import RequestDecodeError, decode_command_bytes
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import Account, BalanceChange
-from payplane_contracts.ledger_messages import MessageError, TransferOutcome, decode_command
+from payplane_contracts.ledger_messages import MessageError, TransferOutcome
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ class LedgerWriter:
 
     async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
         try:
-            return command_from_message(decode_command(record.value))
+            return decode_command_bytes(record.value)
         except (MessageError, RequestDecodeError) as exc:
             await self.commands.dead_letter(record, str(exc), attempts)
             self.observer.dead_lettered(record.partition)
