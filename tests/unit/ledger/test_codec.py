@@ -173,7 +173,7 @@ _FIELD_VALUES = {
         {},
         optional={
             **_FIELD_VALUES,
-            **{name: _TEXT | _JSONISH for name in ("debit_account_id", "currency", "pending_id", "forward_to")},
+            **dict.fromkeys(("debit_account_id", "currency", "pending_id", "forward_to"), _TEXT | _JSONISH),
             "unexpected": _JSONISH,
         },
     )
