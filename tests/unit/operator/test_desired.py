@@ -126,9 +126,13 @@ def test_a_config_change_changes_the_pod_template_hash_but_a_policy_change_does_
 def _env(deployment: dict[str, Any]) -> dict[str, str]:
     """A container's environment as the process sees it, secrets filled with placeholders."""
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-    return {
-        e["name"]: e["value"] if "value" in e else f"<secret {e['valueFrom']['secretKeyRef']['name']}>" for e in env
-    }
+    return {e["name"]: e["value"] if "value" in e else _placeholder(e["valueFrom"]) for e in env}
+
+
+def _placeholder(value_from: dict[str, Any]) -> str:
+    if "secretKeyRef" in value_from:
+        return f"<secret {value_from['secretKeyRef']['name']}>"
+    return f"<field {value_from['fieldRef']['fieldPath']}>"
 
 
 def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> None:
@@ -146,6 +150,7 @@ def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> Non
     assert gateway.redis_url == "<secret redis>"
     assert gateway.worker_targets == ["dns:///card-eur-payment-worker.payments.svc:50051"]
     assert (gateway.http_port, gateway.rate_per_s, gateway.rate_burst) == (8080, 50, 80)
+    assert (gateway.bind_address, gateway.metrics_port) == ("<field status.podIP>", 9090)
     worker = worker_service.config_from_env(_env(children[("Deployment", "card-eur-payment-worker")]))
     assert worker.dsn == "<secret payments-db>"
     assert (worker.rail, worker.bootstrap, worker.partition_count) == ("card-eur", "kafka:9092", 8)
@@ -154,6 +159,7 @@ def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> Non
         f"spiffe://{TRUST_DOMAIN}/ns/payplane-system/sa/payplane-admin-cli",
     ]
     assert worker.grpc_port == 50051
+    assert (worker.bind_address, worker.metrics_port) == ("<field status.podIP>", 9090)
     assert worker.retention_s == 48 * 3600
     assert (worker.amount_min_minor, worker.amount_max_minor) == (1, 1_000_000)
     without_redis = _children()[("Deployment", "card-eur-gateway")]

@@ -34,6 +34,7 @@ WORKLOAD_API_MOUNT: Final = "/spiffe-workload-api"
 WORKLOAD_API_SOCKET: Final = f"unix://{WORKLOAD_API_MOUNT}/spire-agent.sock"
 SPIFFE_CSI_DRIVER: Final = "csi.spiffe.io"
 REVISION_HISTORY: Final = 5
+READINESS_PERIOD_S: Final = 2
 # Requests make CPU autoscaling meaningful; a later issue exposes them in the CRDs.
 RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 
@@ -67,6 +68,7 @@ class _Workload:
     config_map: str | None  # mounted at CONFIG_MOUNT when set
     config_hash: str
     rolling: dict[str, Any]
+    readiness: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -109,7 +111,13 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
         "image": workload.image,
         "imagePullPolicy": workload.pull_policy.value,
         "args": workload.args,
-        "env": [{"name": "SPIFFE_ENDPOINT_SOCKET", "value": WORKLOAD_API_SOCKET}, *workload.env],
+        "env": [
+            {"name": "SPIFFE_ENDPOINT_SOCKET", "value": WORKLOAD_API_SOCKET},
+            # every server of the pod listens on the pod's own address (a loopback-only server is unreachable)
+            {"name": "PAYPLANE_BIND_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "PAYPLANE_METRICS_PORT", "value": str(METRICS_PORT)},
+            *workload.env,
+        ],
         "ports": [*workload.ports, {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": RESOURCES,
         "volumeMounts": mounts,
@@ -120,6 +128,8 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
     }
+    if workload.readiness is not None:
+        container["readinessProbe"] = {**workload.readiness, "periodSeconds": READINESS_PERIOD_S}
     return {
         "serviceAccountName": workload.name,
         "automountServiceAccountToken": False,
@@ -312,6 +322,7 @@ def rail_children(
         args=["gateway"],
         env=gateway_env(rail),
         ports=[{"name": "http", "containerPort": GATEWAY_CONTAINER_PORT, "protocol": "TCP"}],
+        readiness={"httpGet": {"path": "/healthz", "port": "http"}},
         **common,
     )
     worker = _Workload(
@@ -320,6 +331,8 @@ def rail_children(
         args=["payment-worker"],
         env=worker_env(rail, kafka_bootstrap=kafka_bootstrap, trust_domain=trust_domain),
         ports=[{"name": "grpc", "containerPort": WORKER_GRPC_PORT, "protocol": "TCP"}],
+        # mTLS only, so no gRPC health probe (Kubernetes probes are plaintext): the port accepting is the signal
+        readiness={"tcpSocket": {"port": "grpc"}},
         **common,
     )
     gateway_set, worker_set = _scaled_children(gateway), _scaled_children(worker)
@@ -374,6 +387,8 @@ def shard_children(shard: LedgerShard, rail: PaymentRail, *, kafka_bootstrap: st
         args=["ledger-writer"],
         env=env,
         ports=[],
+        # the writer serves /metrics once its database is migrated and its partitions are claimed
+        readiness={"httpGet": {"path": "/metrics", "port": "metrics"}},
         config_map=None,
         config_hash=config_hash(env, rail.spec.ledger_partitions),
         # one writer per partition at a time: never surge, replace one by one (fencing covers the overlap)

@@ -59,9 +59,9 @@ class LedgerWriterMetrics:
     def dead_lettered(self, partition: int) -> None:
         self.dead_letters.labels(str(partition)).inc()
 
-    def serve(self, port: int) -> None:
-        """Expose /metrics on 127.0.0.1 (the Pod's network namespace in cluster mode)."""
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        """Expose /metrics on ``address`` (the pod's IP in a Deployment: PAYPLANE_BIND_ADDRESS)."""
+        start_http_server(port, addr=address, registry=self.registry)
 
 
 REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -98,8 +98,8 @@ class GatewayMetrics:
         if replayed:
             self.replays.labels(route).inc()
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
 
 
 SETTLE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -129,8 +129,8 @@ class PaymentWorkerMetrics:
             if change.old_status == "processing":
                 self.settle_seconds.observe(max(0, change.changed_at_us - change.created_at_us) / 1e6)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
 
 
 class StatusChangeLike(Protocol):

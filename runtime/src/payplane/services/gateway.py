@@ -5,7 +5,10 @@ Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database: API clients), 
 PAYPLANE_REDIS_URL (rate limiting; optional: without it nothing is rate-limited), PAYPLANE_HTTP_PORT
 (default 0: any free port, printed as ``LISTENING <port>``), PAYPLANE_RATE_PER_S (default 1000) and
 PAYPLANE_RATE_BURST (default 2000) per client, PAYPLANE_BODY_BYTES_MAX (default 16384),
-SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
+PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS (the address both
+listen on, default 127.0.0.1; a Deployment sets the pod's IP), SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
+A ``dns:///`` worker target resolves every worker pod behind the headless Service and balances calls
+over them (round robin, re-resolving when a worker goes away).
 """
 
 import argparse
@@ -27,7 +30,11 @@ from payplane.platform.metrics import GatewayMetrics
 from payplane.services.entry import ConfigError, serve_from_env
 
 log = logging.getLogger("payplane.gateway")
-GRPC_OPTIONS: Final = [("grpc.keepalive_time_ms", 30_000)]
+GRPC_OPTIONS: Final[list[tuple[str, str | int]]] = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.dns_min_time_between_resolutions_ms", 1_000),
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,8 @@ class GatewayConfig:
     rate_per_s: float = 1000.0
     rate_burst: int = 2000
     body_bytes_max: int = 16 * 1024
-    metrics_port: int = 0  # serve /metrics on 127.0.0.1 at this port (0: off)
+    metrics_port: int = 0  # serve /metrics at this port (0: off)
+    bind_address: str = "127.0.0.1"
 
 
 def config_from_env(env: dict[str, str]) -> GatewayConfig:
@@ -56,6 +64,7 @@ def config_from_env(env: dict[str, str]) -> GatewayConfig:
             rate_burst=int(env.get("PAYPLANE_RATE_BURST", "2000")),
             body_bytes_max=int(env.get("PAYPLANE_BODY_BYTES_MAX", str(16 * 1024))),
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
+            bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
         )
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
@@ -79,17 +88,18 @@ async def run(config: GatewayConfig) -> int:
 
     metrics = GatewayMetrics()
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, config.bind_address)
     gateway = Gateway(
         WorkerPool([c.channel for c in channels]), authenticate, rate_check, config.body_bytes_max, observer=metrics
     )
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", config.http_port)
+    site = web.TCPSite(runner, config.bind_address, config.http_port)
     await site.start()
     port = runner.addresses[0][1]
     print(f"LISTENING {port}", flush=True)
-    log.info("gateway serving on http://127.0.0.1:%d (workers: %s)", port, ", ".join(config.worker_targets))
+    workers = ", ".join(config.worker_targets)
+    log.info("gateway serving on http://%s:%d (workers: %s)", config.bind_address, port, workers)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -4,7 +4,8 @@ applies commands, relays outcomes) configured from the environment, as the opera
 Environment: PAYPLANE_LEDGER_DSN, KAFKA_BOOTSTRAP, PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITIONS (e.g.
 ``0-3`` or ``0,2``), PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_WRITER_ID (default host-pid),
 PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000), PAYPLANE_METRICS_PORT (serve
-/metrics on 127.0.0.1 at this port; 0 or unset: off).
+/metrics at this port; 0 or unset: off) on PAYPLANE_BIND_ADDRESS (default 127.0.0.1; a Deployment sets
+the pod's IP).
 SIGTERM stops it after the batch in flight; SIGKILL loses nothing (offsets live in the database).
 """
 
@@ -41,6 +42,7 @@ class WriterConfig:
     writer_id: str
     batch_records_max: int
     metrics_port: int  # 0: no /metrics endpoint
+    bind_address: str = "127.0.0.1"
 
 
 def parse_partitions(text: str) -> list[int]:
@@ -76,6 +78,7 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
         writer_id=env.get("PAYPLANE_WRITER_ID") or f"{socket.gethostname()}-{os.getpid()}",
         batch_records_max=int(env.get("PAYPLANE_LEDGER_BATCH_RECORDS_MAX", str(BATCH_RECORDS_MAX))),
         metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
+        bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
     )
 
 
@@ -88,7 +91,7 @@ async def run(config: WriterConfig) -> int:
         await conn.close()
     metrics = LedgerWriterMetrics()
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, config.bind_address)
     commands = KafkaCommandLog(config.bootstrap, topics, CONSUMER_ROLE, config.partitions)
     store = PostgresLedgerStore(config.dsn, topics, PartitionOf(config.partition_count))
     writer = LedgerWriter(

@@ -7,7 +7,9 @@ path), PAYPLANE_ALLOWED_CALLERS (comma-separated SPIFFE IDs: the gateway, admin 
 PAYPLANE_GRPC_PORT (default 0: any free port, printed as ``LISTENING <port>``),
 PAYPLANE_LEDGER_DSNS (comma-separated shard databases, read for balances), PAYPLANE_IDEMPOTENCY_RETENTION_S
 (default 86400), PAYPLANE_AMOUNT_MIN_MINOR / PAYPLANE_AMOUNT_MAX_MINOR / PAYPLANE_REVIEW_AT_MINOR (the
-default fraud policy), SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
+default fraud policy), PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS
+(the address gRPC and metrics listen on, default 127.0.0.1; a Deployment sets the pod's IP),
+SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
 """
 
 import argparse
@@ -82,7 +84,8 @@ class WorkerConfig:
     amount_min_minor: int = 1
     amount_max_minor: int = AMOUNT_MAX_MINOR
     review_at_minor: int = 0
-    metrics_port: int = 0  # serve /metrics on 127.0.0.1 at this port (0: off)
+    metrics_port: int = 0  # serve /metrics at this port (0: off)
+    bind_address: str = "127.0.0.1"
 
 
 def config_from_env(env: dict[str, str]) -> WorkerConfig:
@@ -105,6 +108,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             amount_max_minor=int(env.get("PAYPLANE_AMOUNT_MAX_MINOR", str(AMOUNT_MAX_MINOR))),
             review_at_minor=int(env.get("PAYPLANE_REVIEW_AT_MINOR", "0")),
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
+            bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
         )
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
@@ -464,11 +468,11 @@ async def run(config: WorkerConfig) -> int:
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_secure_port(f"127.0.0.1:{config.grpc_port}", server_credentials(source))
+    port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments")
     metrics = PaymentWorkerMetrics()
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        metrics.serve(config.metrics_port, config.bind_address)
     results = LedgerResultsConsumer(config.bootstrap, topics, store, observer=metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -483,7 +487,7 @@ async def run(config: WorkerConfig) -> int:
         asyncio.create_task(_cleanup_loop(store, stopping)),
     ]
     print(f"LISTENING {port}", flush=True)
-    log.info("payment worker for rail %s serving on 127.0.0.1:%d", config.rail, port)
+    log.info("payment worker for rail %s serving on %s:%d", config.rail, config.bind_address, port)
     try:
         await stopping.wait()
         return 0
