@@ -5,6 +5,7 @@ import sys
 from collections.abc import Sequence
 
 from payplane.devinfra import cli as infra_cli
+from payplane.devinfra import up_cli
 from payplane.devinfra.kubelet import cli as kubelet_cli
 from payplane.ops import clients_cli, ledger_cli
 from payplane.services import gateway, ledger_writer, payment_worker
@@ -14,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="payplane", description="payplane: payments on Kubernetes")
     subparsers = parser.add_subparsers(dest="command", required=True)
     infra_cli.add_parser(subparsers)
+    up_cli.add_parser(subparsers)
     kubelet_cli.add_parser(subparsers)
     ledger_cli.add_parser(subparsers)
     ledger_writer.add_parser(subparsers)
