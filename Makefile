@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
-APT_PACKAGES := postgresql-15 postgresql-client-15 redis-server maven openjdk-17-jdk-headless gcc libc6-dev
+APT_PACKAGES := postgresql-15 postgresql-client-15 redis-server maven openjdk-17-jdk-headless gcc libc6-dev iproute2
 PY_SOURCES := runtime operator tests
 # SPIRE Server API stubs for the operator, generated at build time (never committed); see operator/tools/gen_spire_api.py
 SPIRE_API_SDK := v1.15.2

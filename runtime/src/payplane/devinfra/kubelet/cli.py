@@ -12,6 +12,7 @@ from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
 
 DEFAULT_NODE_NAME: Final = "payplane-local"
+DEFAULT_POD_CIDR: Final = "198.18.0.0/16"  # RFC 2544 test-network block; see netaddr
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -27,7 +28,9 @@ def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="run only pods of this namespace (repeatable; default: every namespace)",
     )
     parser.add_argument("--dns-port", type=int, default=0, help="UDP port of the Service resolver (default: any)")
-    parser.add_argument("--pod-cidr", default="127.77.0.0/16", help="loopback addresses for pods (%(default)s)")
+    parser.add_argument(
+        "--pod-cidr", default=DEFAULT_POD_CIDR, help="pod addresses, put on the loopback interface (%(default)s)"
+    )
     parser.set_defaults(handler=main)
 
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from payplane.devinfra.kubelet import dns, podspec, probes
+from payplane.devinfra.kubelet import dns, netaddr, podspec, probes
 from payplane.devinfra.kubelet.kubeapi import KubeApi, KubeApiError
 from payplane.devinfra.kubelet.processes import ContainerRuntime, reap_orphans, rfc3339
 from payplane.devinfra.kubelet.status import node_object, node_status, pod_status
 
 log = logging.getLogger("payplane.kubelet")
 
-DEFAULT_POD_CIDR: Final = "127.77.0.0/16"
+DEFAULT_POD_CIDR: Final = "198.18.0.0/16"
 DEFAULT_GRACE_S: Final = 30.0
 SHUTDOWN_BOUND_S: Final = 40.0
 LEASE_DURATION_S: Final = 40
@@ -159,6 +159,8 @@ class ProcessKubelet:
         link = spiffe_dir / podspec.SPIFFE_CSI_SOCKET_NAME
         link.unlink(missing_ok=True)
         link.symlink_to(self.settings.spire_agent_socket)
+        for address in netaddr.addresses_in(self.network):  # a previous kubelet's; re-added on admission
+            netaddr.remove(address)
         self.register_node()
         self.resolver.start()
         log.info("node %s registered; Service resolver on %s", self.settings.node_name, self.resolver.authority)
@@ -184,7 +186,7 @@ class ProcessKubelet:
             for uid, runtime in list(self.pods.items()):
                 grace_s = max(0.0, min(DEFAULT_GRACE_S, deadline - now))
                 if _stop_all(runtime.containers.values(), grace_s, now):
-                    del self.pods[uid]
+                    self._forget(uid)
             time.sleep(0.1)
         self.resolver.stop()
         self._probe_pool.shutdown(wait=False, cancel_futures=True)
@@ -262,7 +264,11 @@ class ProcessKubelet:
         now = time.monotonic()
         for uid in [uid for uid in self.pods if uid not in seen]:  # removed without a graceful deletion
             if _stop_all(self.pods[uid].containers.values(), 0.0, now):
-                del self.pods[uid]
+                self._forget(uid)
+
+    def _forget(self, uid: str) -> None:
+        runtime = self.pods.pop(uid)
+        netaddr.remove(runtime.pod_ip)
 
     def _runtime_for(self, pod: dict[str, Any]) -> PodRuntime:
         meta, status = pod["metadata"], pod.get("status") or {}
@@ -271,6 +277,7 @@ class ProcessKubelet:
             return self.pods[uid]
         used = {r.pod_ip for r in self.pods.values()}
         pod_ip = allocate_ip(self.network, uid, used, status.get("podIP"))
+        netaddr.add(pod_ip)
         pod_dir = self.settings.pods_dir / f"{meta['namespace']}_{meta['name']}_{uid}"
         start_time = status.get("startTime") or rfc3339()
         runtime = PodRuntime(uid, meta["namespace"], meta["name"], pod_ip, pod_dir, start_time)
@@ -383,7 +390,7 @@ class ProcessKubelet:
             now = time.monotonic()
             if not _stop_all(runtime.containers.values(), grace_s, now):
                 return
-            del self.pods[meta["uid"]]
+            self._forget(meta["uid"])
             log.info("pod %s/%s stopped", meta["namespace"], meta["name"])
         body = {
             "apiVersion": "v1",
