@@ -1,0 +1,75 @@
+"""``payplane up``'s pure part: the example manifests, the Secrets they need, progress lines."""
+
+from payplane.devinfra.up import (
+    EXAMPLE_FILE,
+    database_name,
+    example_documents,
+    rail_progress,
+    ready_addresses,
+    secrets_needed,
+)
+
+
+def test_the_example_is_used_as_is_by_default() -> None:
+    docs = example_documents(EXAMPLE_FILE.read_text(), "card-eur")
+    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("FraudPolicy", "card-default"),
+        ("PaymentRail", "card-eur"),
+        ("LedgerShard", "card-eur-a"),
+        ("LedgerShard", "card-eur-b"),
+    ]
+    assert "deletionPolicy" not in docs[1]["spec"].get("topics", {})
+
+
+def test_a_renamed_rail_renames_its_shards_and_secrets_and_keeps_the_rest() -> None:
+    docs = example_documents(EXAMPLE_FILE.read_text(), "e2e-1234", topics_deletion_policy="Delete")
+    by_name = {d["metadata"]["name"]: d for d in docs}
+    assert set(by_name) == {"card-default", "e2e-1234", "e2e-1234-a", "e2e-1234-b"}
+    rail = by_name["e2e-1234"]["spec"]
+    assert rail["payments"]["database"]["secretRef"]["name"] == "e2e-1234-payments-db"
+    assert rail["redis"]["secretRef"]["name"] == "e2e-1234-redis"
+    assert rail["topics"]["deletionPolicy"] == "Delete"
+    assert rail["fraudPolicyRef"]["name"] == "card-default"
+    shard = by_name["e2e-1234-b"]["spec"]
+    assert (shard["railRef"]["name"], shard["database"]["secretRef"]["name"]) == ("e2e-1234", "e2e-1234-b-db")
+
+
+def test_every_referenced_secret_is_known_with_its_key_and_kind() -> None:
+    needs = secrets_needed(example_documents(EXAMPLE_FILE.read_text(), "card-eur"))
+    assert {(n.name, n.key, n.kind) for n in needs} == {
+        ("card-eur-payments-db", "dsn", "postgres"),
+        ("card-eur-redis", "url", "redis"),
+        ("card-eur-a-db", "dsn", "postgres"),
+        ("card-eur-b-db", "dsn", "postgres"),
+    }
+
+
+def test_database_names_are_per_namespace_sanitised_and_bounded() -> None:
+    assert database_name("payments", "card-eur-a-db") == "pp_payments_card_eur_a_db"
+    assert database_name("e2e-x", "card-eur-a-db") != database_name("payments", "card-eur-a-db")
+    assert len(database_name("n" * 63, "s" * 253)) == 63
+
+
+def test_progress_names_phase_workers_and_what_is_not_ready() -> None:
+    rail = {
+        "status": {
+            "phase": "Provisioning",
+            "workersReady": "1/4",
+            "conditions": [
+                {"type": "TopicsReady", "status": "True"},
+                {"type": "WorkloadsReady", "status": "False", "reason": "Progressing", "message": "gateway: 0/2"},
+                {"type": "Ready", "status": "False", "reason": "Progressing"},
+            ],
+        }
+    }
+    assert rail_progress(rail) == (
+        "phase Provisioning, workers ready 1/4; waiting for WorkloadsReady: Progressing gateway: 0/2"
+    )
+    assert rail_progress({}) == "phase (none yet), workers ready -"
+
+
+def test_gateway_addresses_are_the_ready_endpoints() -> None:
+    slices = [
+        {"endpoints": [{"addresses": ["198.18.0.2"]}, {"addresses": ["198.18.0.3"], "conditions": {"ready": False}}]}
+    ]
+    assert ready_addresses(slices) == ["198.18.0.2"]
