@@ -16,10 +16,8 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 .PHONY: run
-run: setup ## the main job: real infrastructure up on loopback, then where everything is
-	$(BIN)/payplane infra up
-	@echo; $(BIN)/payplane infra status; echo; echo "endpoints (eval \"\$$($(BIN)/payplane infra env)\"):"; \
-	  $(BIN)/payplane infra env
+run: setup ## the main job: infrastructure, operator, process kubelet, the example rail Ready, payments flowing (Ctrl-C stops)
+	$(BIN)/payplane up
 
 .PHONY: test
 test: setup check infra-up ## the whole test suite: lint, types, layers, unit, integration, e2e
