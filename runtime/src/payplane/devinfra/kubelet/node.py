@@ -218,10 +218,11 @@ class ProcessKubelet:
         except KubeApiError as exc:
             if exc.status != 404:
                 raise
-            self.api.create(
-                f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases",
-                {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec},
-            )
+            node_uid = self.api.get(f"/api/v1/nodes/{name}")["metadata"]["uid"]
+            owner = {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}  # goes with the Node
+            lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": spec}
+            lease["metadata"] = {"name": name, "ownerReferences": [owner]}
+            self.api.create(f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases", lease)
 
     # --- one pass -------------------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""What ``make run`` does, through the same code (``payplane.devinfra.up.bring_up`` and the demo load),
+in a fresh namespace with its own rail name and its own process-kubelet Node: the example rail becomes
+Ready with its pods running as local processes (own addresses, own SPIFFE gids), payments created
+through the gateway settle in the ledger, ``payplane ledger verify`` passes, and deleting the rail
+stops its processes. Everything the test made is removed afterwards (topics with the rail).
+"""
+
+import asyncio
+import ipaddress
+import shutil
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payplane.devinfra import stack
+from payplane.devinfra.demo_load import DemoLoad
+from payplane.devinfra.kubelet.podspec import pod_gid
+from payplane.devinfra.settings import InfraSettings, load_settings
+from payplane.devinfra.up import Platform, UpOptions, bring_up, drop_database, payplane_command
+
+PAYMENTS = 20
+RATE_PER_S = 10.0
+GONE_TIMEOUT_S = 120.0
+POD_CIDR = ipaddress.IPv4Network("198.18.0.0/16")
+# bring-up (up to 240 s on a loaded machine) + payments + deletion
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def settings() -> InfraSettings:
+    settings = load_settings()
+    stack.up(settings)  # reuses a running infrastructure; fails with the reason if a component cannot start
+    return settings
+
+
+@pytest.fixture(scope="module")
+def platform(settings: InfraSettings) -> Iterator[Platform]:
+    run_id = uuid.uuid4().hex[:6]
+    options = UpOptions(
+        namespace=f"e2e-{run_id}",
+        rail_name=f"e2e-{run_id}",
+        node_name=f"e2e-{run_id}",
+        topics_deletion_policy="Delete",
+    )
+    platform = bring_up(settings, options)
+    try:
+        yield platform
+    finally:
+        _clean_up(platform)
+
+
+def _clean_up(platform: Platform) -> None:
+    kubectl = platform.kubectl
+    with_rail = ["paymentrail", platform.rail, "-n", platform.namespace, "--ignore-not-found", "--timeout=60s"]
+    kubectl.run("delete", *with_rail)  # before stopping the operator: its finalizer removes topics and entries
+    platform.stop()
+    kubectl.run("delete", "namespace", platform.namespace, "--ignore-not-found", "--wait=false")
+    _force_delete_pods(platform)
+    kubectl.run("delete", "node", platform.options.node_name, "--ignore-not-found")
+    for database in platform.databases:
+        drop_database(platform.endpoints, database)
+    shutil.rmtree(platform.pods_dir.parent, ignore_errors=True)
+
+
+def _force_delete_pods(platform: Platform) -> None:
+    """Pods left on a Node without a kubelet would hold the namespace's deletion."""
+    force = ["--all", "-n", platform.namespace, "--grace-period=0", "--force", "--ignore-not-found"]
+    platform.kubectl.run("delete", "pods", *force)
+
+
+def _pid(container_status: dict[str, Any]) -> int:
+    return int(container_status["containerID"].removeprefix("process://"))
+
+
+def _effective_gid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Gid:"):
+            return int(line.split()[2])
+    raise AssertionError(f"no Gid line for pid {pid}")
+
+
+def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: Platform) -> None:
+    pods = platform.pods()
+    roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
+    assert set(roles) == {"gateway", "payment-worker", "ledger-writer"}, roles
+    addresses = set()
+    for pod in pods:
+        status, name = pod["status"], pod["metadata"]["name"]
+        assert status["phase"] == "Running", (name, status)
+        assert pod["spec"]["nodeName"] == platform.options.node_name
+        ready = {c["type"]: c["status"] for c in status["conditions"]}
+        assert ready["Ready"] == "True", (name, status["conditions"])
+        assert ipaddress.IPv4Address(status["podIP"]) in POD_CIDR
+        addresses.add(status["podIP"])
+        (container,) = status["containerStatuses"]
+        pid = _pid(container)
+        # the process runs as its pod's SPIFFE identity: the gid the operator's local SPIRE entry selects
+        assert _effective_gid(pid) == pod_gid(pod, platform.endpoints["PAYPLANE_SPIRE_TRUST_DOMAIN"])
+        log = platform.pods_dir / f"{platform.namespace}_{name}_{pod['metadata']['uid']}" / f"{container['name']}.log"
+        assert log.exists(), log
+    assert len(addresses) == len(pods), "every pod has an address of its own"
+    gateway_ip = next(p["status"]["podIP"] for p in pods if "gateway" in p["metadata"]["name"])
+    with urllib.request.urlopen(f"http://{gateway_ip}:9090/metrics", timeout=5) as response:
+        assert b"payplane_gateway_requests_total" in response.read()
+
+
+def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: Platform) -> None:
+    urls = platform.gateway_urls()
+    assert urls, "no ready gateway endpoint"
+    load = DemoLoad(lambda: urls, platform.api_key, platform.currency)
+
+    async def run() -> None:
+        await load.run(asyncio.Event(), RATE_PER_S, count_max=PAYMENTS)
+
+    asyncio.run(run())
+    stats = load.stats
+    assert stats.created == PAYMENTS, stats.summary()
+    assert dict(stats.final) == {"succeeded": PAYMENTS}, stats.summary()
+    assert stats.replays_matching == PAYMENTS // 10, "an idempotent retry returns the same payment"
+    assert not stats.rejected, stats.summary()
+    verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
+    assert "ledger invariants hold" in verified
+
+
+def test_deleting_the_rail_stops_its_processes(platform: Platform) -> None:
+    pids = [_pid(c) for p in platform.pods() for c in p["status"]["containerStatuses"]]
+    assert pids
+    for kind in ("ledgershard", "paymentrail"):
+        platform.kubectl.run("delete", kind, "--all", "-n", platform.namespace, "--wait=false")
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    alive, pods = pids, platform.pods()
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+        pods = platform.pods()
+        if not alive and not pods:
+            break
+        time.sleep(1.0)
+    assert not alive, f"processes still running after the rail was deleted: {alive}"
+    assert not pods, [p["metadata"]["name"] for p in pods]
+    assert platform.kubelet.is_running(), "the kubelet keeps running"
