@@ -39,6 +39,7 @@ class Rail:
     gateway: Workload
     stranger: Workload
     redis_url: str
+    grpc_target: str  # the gateway's public gRPC edge
 
     def headers(self, client: Client, key: str | None = None) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {client.key}"}
@@ -92,6 +93,7 @@ async def rail(infra: Infra, spire: Spire, procs: Procs) -> AsyncIterator[Rail]:
             gateway=stack.gateway,
             stranger=stack.stranger,
             redis_url=stack.redis_url,
+            grpc_target=f"127.0.0.1:{stack.gateway_grpc_port}",
         )
 
 

@@ -97,6 +97,7 @@ class RailStack:
     procs: Procs
     worker_env: dict[str, str] = field(default_factory=dict)
     gateway_env: dict[str, str] = field(default_factory=dict)
+    gateway_grpc_port: int = 0  # the public gRPC edge of the last gateway spawned
 
     def _common(self) -> dict[str, str]:
         return {
@@ -150,7 +151,12 @@ class RailStack:
             },
             gid=self.gateway.gid,
         )
-        return proc, self._listening(proc, "gateway")
+        http_port = self._listening(proc, "gateway")
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # printed right after the HTTP line
+        assert line.startswith("GRPC_LISTENING "), f"the gateway printed {line!r}, not its gRPC port"
+        self.gateway_grpc_port = int(line.split()[1])
+        return proc, http_port
 
     def _listening(self, proc: subprocess.Popen[str], what: str) -> int:
         try:

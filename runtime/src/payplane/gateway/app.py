@@ -41,6 +41,15 @@ class Principal:
     role: str
 
 
+class RateLimitedError(Exception):
+    """The client is over its rate; it may retry after ``retry_after_s`` whole seconds."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"rate limited for {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+        self.error = ApiError("rate_limited", "too many requests; retry after the Retry-After delay")
+
+
 Authenticator = Callable[[str], Awaitable[Principal | None]]
 RateCheck = Callable[[str], Awaitable[tuple[bool, float]]]
 
@@ -224,21 +233,25 @@ class Gateway:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/openapi.json", "/healthz"):
             return await handler(request)
-        header = request.headers.get("Authorization", "")
-        if not header:
+        try:
+            request["principal"] = await self.admit(request.headers.get("Authorization", ""))
+        except RateLimitedError as exc:
+            return error_response(exc.error, {"Retry-After": str(exc.retry_after_s)})
+        return await handler(request)
+
+    async def admit(self, authorization: str) -> Principal:
+        """The client an ``Authorization: Bearer sk_...`` value names, once it passed the rate limit.
+        Raises ApiError (401) for a missing or bad key and RateLimitedError; both edges (REST, gRPC) use it."""
+        if not authorization:
             raise ApiError("api_key_missing", "send your API key as 'Authorization: Bearer sk_...'")
-        scheme, _, key = header.partition(" ")
+        scheme, _, key = authorization.partition(" ")
         principal = await self._principal(key.strip()) if scheme.lower() == "bearer" else None
         if principal is None:
             raise ApiError("api_key_invalid", "the API key is invalid or revoked")
         allowed, retry_after_s = await self.rate_check(principal.client_id)
         if not allowed:
-            retry = str(max(1, int(retry_after_s + 0.999)))
-            return error_response(
-                ApiError("rate_limited", "too many requests; retry after the Retry-After delay"), {"Retry-After": retry}
-            )
-        request["principal"] = principal
-        return await handler(request)
+            raise RateLimitedError(max(1, int(retry_after_s + 0.999)))
+        return principal
 
     async def _principal(self, key: str) -> Principal | None:
         now = time.monotonic()

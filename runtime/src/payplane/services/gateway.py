@@ -5,8 +5,10 @@ Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database: API clients), 
 PAYPLANE_REDIS_URL (rate limiting; optional: without it nothing is rate-limited), PAYPLANE_HTTP_PORT
 (default 0: any free port, printed as ``LISTENING <port>``), PAYPLANE_RATE_PER_S (default 1000) and
 PAYPLANE_RATE_BURST (default 2000) per client, PAYPLANE_BODY_BYTES_MAX (default 16384),
-PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS (the address both
-listen on, default 127.0.0.1; a Deployment sets the pod's IP), SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
+PAYPLANE_PUBLIC_GRPC_PORT (the same API over gRPC, default 0: any free port, printed as
+``GRPC_LISTENING <port>`` after the HTTP line), PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off),
+PAYPLANE_BIND_ADDRESS (the address the HTTP and gRPC edges listen on, default 127.0.0.1; a Deployment
+sets the pod's IP), SPIFFE_ENDPOINT_SOCKET (the SPIRE agent).
 A ``dns:///`` worker target resolves every worker pod behind the headless Service and balances calls
 over them (round robin, re-resolving when a worker goes away).
 """
@@ -19,13 +21,20 @@ from dataclasses import dataclass
 from typing import Final
 
 import asyncpg
+import grpc
+import grpc.aio
 from aiohttp import web
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from payplane.adapters import api_clients
 from payplane.adapters.grpc_mtls import RotatingChannel
 from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
+from payplane.gateway import grpc_edge
 from payplane.gateway.app import Gateway, Principal, WorkerPool
+from payplane.gateway.grpc_edge import PublicPaymentService
 from payplane.platform.metrics import GatewayMetrics
 from payplane.services.entry import ConfigError, serve_from_env
 
@@ -46,6 +55,7 @@ class GatewayConfig:
     rate_per_s: float = 1000.0
     rate_burst: int = 2000
     body_bytes_max: int = 16 * 1024
+    public_grpc_port: int = 0
     metrics_port: int = 0  # serve /metrics at this port (0: off)
     bind_address: str = "127.0.0.1"
 
@@ -63,6 +73,7 @@ def config_from_env(env: dict[str, str]) -> GatewayConfig:
             rate_per_s=float(env.get("PAYPLANE_RATE_PER_S", "1000")),
             rate_burst=int(env.get("PAYPLANE_RATE_BURST", "2000")),
             body_bytes_max=int(env.get("PAYPLANE_BODY_BYTES_MAX", str(16 * 1024))),
+            public_grpc_port=int(env.get("PAYPLANE_PUBLIC_GRPC_PORT", "0")),
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
             bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
         )
@@ -97,9 +108,13 @@ async def run(config: GatewayConfig) -> int:
     site = web.TCPSite(runner, config.bind_address, config.http_port)
     await site.start()
     port = runner.addresses[0][1]
+    grpc_server, grpc_port = await _public_grpc_server(gateway, config)
     print(f"LISTENING {port}", flush=True)
+    print(f"GRPC_LISTENING {grpc_port}", flush=True)
     workers = ", ".join(config.worker_targets)
-    log.info("gateway serving on http://%s:%d (workers: %s)", config.bind_address, port, workers)
+    log.info(
+        "gateway serving on http://%s:%d and gRPC port %d (workers: %s)", config.bind_address, port, grpc_port, workers
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,6 +123,7 @@ async def run(config: GatewayConfig) -> int:
         await stopping.wait()
         return 0
     finally:
+        await grpc_server.stop(grace=5.0)
         await runner.cleanup()
         for channel in channels:
             await channel.close()
@@ -115,6 +131,21 @@ async def run(config: GatewayConfig) -> int:
             await redis.close()
         await pool.close()
         source.close()
+
+
+async def _public_grpc_server(gateway: Gateway, config: GatewayConfig) -> tuple[grpc.aio.Server, int]:
+    """The public gRPC edge, with health checking and reflection. Plaintext like the HTTP edge: TLS for
+    external clients terminates in front of the gateway."""
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", config.body_bytes_max)])
+    server.add_generic_rpc_handlers((PublicPaymentService(gateway).handler(),))
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((grpc_edge.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.bind_address}:{config.public_grpc_port}")
+    await server.start()
+    await health_servicer.set(grpc_edge.SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
