@@ -7,7 +7,9 @@ stops its processes. Everything the test made is removed afterwards (topics with
 
 import asyncio
 import ipaddress
+import os
 import shutil
+import signal
 import time
 import urllib.request
 import uuid
@@ -84,6 +86,30 @@ def _effective_gid(pid: int) -> int:
     raise AssertionError(f"no Gid line for pid {pid}")
 
 
+def _wait_all_ready(platform: Platform, what: str, timeout_s: float = GONE_TIMEOUT_S) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    pods: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        pods = platform.pods()
+        ready = [
+            p
+            for p in pods
+            if not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+        ]
+        if pods and len(ready) == len(pods):
+            return pods
+        time.sleep(1.0)
+    pytest.fail(f"{what}: pods not all Ready within {timeout_s:.0f} s: {[p['metadata']['name'] for p in pods]}")
+
+
+def _run_payments(platform: Platform, count: int) -> DemoLoad:
+    urls = platform.gateway_urls()
+    load = DemoLoad(lambda: urls, platform.api_key, platform.currency)
+    asyncio.run(load.run(asyncio.Event(), RATE_PER_S, count_max=count))
+    return load
+
+
 def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: Platform) -> None:
     pods = platform.pods()
     roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
@@ -110,21 +136,48 @@ def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: P
 
 
 def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: Platform) -> None:
-    urls = platform.gateway_urls()
-    assert urls, "no ready gateway endpoint"
-    load = DemoLoad(lambda: urls, platform.api_key, platform.currency)
-
-    async def run() -> None:
-        await load.run(asyncio.Event(), RATE_PER_S, count_max=PAYMENTS)
-
-    asyncio.run(run())
-    stats = load.stats
+    assert platform.gateway_urls(), "no ready gateway endpoint"
+    stats = _run_payments(platform, PAYMENTS).stats
     assert stats.created == PAYMENTS, stats.summary()
     assert dict(stats.final) == {"succeeded": PAYMENTS}, stats.summary()
     assert stats.replays_matching == PAYMENTS // 10, "an idempotent retry returns the same payment"
     assert not stats.rejected, stats.summary()
     verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
     assert "ledger invariants hold" in verified
+
+
+def test_a_restarted_kubelet_reaps_the_old_processes_and_runs_the_pods_again(platform: Platform) -> None:
+    before = {p["metadata"]["uid"]: _pid(p["status"]["containerStatuses"][0]) for p in platform.pods()}
+    kubelet_pid = platform.kubelet.recorded_pid()
+    assert kubelet_pid is not None
+    os.kill(kubelet_pid, signal.SIGKILL)  # no chance to stop its pods: they become orphans
+    deadline = time.monotonic() + 10
+    while platform.kubelet.is_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(Path(f"/proc/{pid}").exists() for pid in before.values())
+    platform.kubelet.start()
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in before.values()):
+        time.sleep(0.2)
+    assert not [pid for pid in before.values() if Path(f"/proc/{pid}").exists()], "orphans were not reaped"
+    for pod in _wait_all_ready(platform, "after the kubelet restart"):
+        (container,) = pod["status"]["containerStatuses"]
+        if pod["metadata"]["uid"] in before:
+            assert _pid(container) != before[pod["metadata"]["uid"]]
+            assert container["restartCount"] >= 1, container
+
+
+def test_a_replaced_worker_is_found_by_the_gateway(platform: Platform) -> None:
+    workers = [p["metadata"]["name"] for p in platform.pods() if "payment-worker" in p["metadata"]["name"]]
+    platform.kubectl.run("delete", "pod", workers[0], "-n", platform.namespace, "--wait=false")
+    deadline = time.monotonic() + GONE_TIMEOUT_S
+    while time.monotonic() < deadline and workers[0] in [p["metadata"]["name"] for p in platform.pods()]:
+        time.sleep(0.5)
+    pods = _wait_all_ready(platform, "after a worker was replaced")
+    assert len([p for p in pods if "payment-worker" in p["metadata"]["name"]]) == len(workers)
+    load = _run_payments(platform, PAYMENTS // 2)
+    assert dict(load.stats.final) == {"succeeded": PAYMENTS // 2}, load.stats.summary()
+    assert not load.stats.rejected, load.stats.summary()
 
 
 def test_deleting_the_rail_stops_its_processes(platform: Platform) -> None:

@@ -4,6 +4,7 @@ A pid file records the pid and the kernel's start time of that process, so a rec
 mistaken for ours and ``down`` never signals a process it did not start.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 STOP_GRACE_S = 15.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 LOG_TAIL_LINES = 25
 
 
@@ -46,6 +48,11 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(content[-lines:])
 
 
+def _terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (prctl PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class ManagedProcess:
     """One server process owned by the local infrastructure."""
@@ -57,6 +64,7 @@ class ManagedProcess:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     user: str | None = None  # run as this system user (only when we are root)
+    stop_with_parent: bool = False  # SIGTERM when the starting process dies, even by SIGKILL
 
     @property
     def pid_file(self) -> Path:
@@ -99,6 +107,7 @@ class ManagedProcess:
                 user=self.user,
                 group=self.user,
                 extra_groups=[] if self.user else None,
+                preexec_fn=_terminate_with_parent if self.stop_with_parent else None,  # noqa: PLW1509 - prctl only
             )
         ticks = _process_start_ticks(proc.pid)
         self.pid_file.write_text(f"{proc.pid} {ticks}\n")

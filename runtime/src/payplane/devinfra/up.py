@@ -325,6 +325,7 @@ def _operator(settings: InfraSettings, endpoints: Mapping[str, str], options: Up
         run_dir=settings.run_dir,
         log_dir=settings.log_dir,
         env=env,
+        stop_with_parent=True,
     )
 
 
@@ -343,6 +344,7 @@ def _kubelet(settings: InfraSettings, options: UpOptions) -> ManagedProcess:
         ],
         run_dir=settings.run_dir,
         log_dir=settings.log_dir,
+        stop_with_parent=True,  # a killed `payplane up` takes its kubelet (and so the pods) with it
     )
 
 
