@@ -1,7 +1,10 @@
 """Managed processes: pid files that survive pid reuse, bounded stop, logs."""
 
+import signal
 import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from payplane.devinfra.procs import ManagedProcess, port_is_open
@@ -71,3 +74,26 @@ def test_port_is_open() -> None:
         port = listener.getsockname()[1]
         assert port_is_open(port)
     assert not port_is_open(port)
+
+
+def test_a_process_started_with_stop_with_parent_ends_when_its_starter_is_killed(tmp_path: Path) -> None:
+    starter_code = (
+        "import sys; from pathlib import Path; from payplane.devinfra.procs import ManagedProcess\n"
+        "p = ManagedProcess(name='child', argv=[sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        f"    run_dir=Path({str(tmp_path / 'run')!r}), log_dir=Path({str(tmp_path / 'logs')!r}),\n"
+        "    stop_with_parent=True)\n"
+        "print(p.start(), flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", starter_code], stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    child_pid = int(starter.stdout.readline())
+    child = ManagedProcess(name="child", argv=[], run_dir=tmp_path / "run", log_dir=tmp_path / "logs")
+    assert child.recorded_pid() == child_pid
+    starter.send_signal(signal.SIGKILL)
+    starter.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while child.is_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not child.is_running()
+    starter.stdout.close()
