@@ -34,6 +34,11 @@ class _IgnorePayments:
         pass
 
 
+def _log_change(change: StatusChange) -> None:
+    extra = {"payment_id": change.payment_id} | ({"trace_id": change.trace_id} if change.trace_id else {})
+    log.info("payment %s: %s -> %s", change.payment_id, change.old_status, change.new_status, extra=extra)
+
+
 class LedgerResultsConsumer:
     def __init__(
         self, bootstrap: str, topics: RailTopics, store: PaymentsStore, observer: PaymentObserver | None = None
@@ -92,6 +97,8 @@ class LedgerResultsConsumer:
                 await self.consumer.commit()
                 self.applied += len(changes)
                 self.observer.payments_changed(changes)
+                for change in changes:
+                    _log_change(change)
                 return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                 if self._stopping.is_set():

@@ -5,13 +5,18 @@ relay wakes at commit time instead of polling on a timer (a slow safety poll cov
 notification). Each round claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` (several relays never
 send the same row under normal operation), sends them, waits for the broker's acknowledgement, then
 marks them published in the same transaction. A crash between the send and the commit re-sends those
-rows, so every message carries an ``event_id`` header for consumers to deduplicate.
+rows, so every message carries an ``event_id`` header for consumers to deduplicate, and the
+``traceparent`` of the request that wrote the row when the outbox stores one.
+
+The relay reports the creation time of the oldest row it knows to be unpublished (``oldest_unpublished_at_s``,
+None when drained) to an observer, which turns it into the outbox-age gauge: it is refreshed by every
+round and by every (re)connection, so it keeps growing while Kafka is unreachable.
 """
 
 import asyncio
 import contextlib
 import logging
-from typing import Final
+from typing import Final, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -25,15 +30,49 @@ SAFETY_POLL_S: Final = 5.0
 RETRY_BACKOFF_S_MAX: Final = 5.0
 
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
+OLDEST_UNPUBLISHED_SQL: Final = (
+    "select extract(epoch from created_at)::float8 from outbox where published_at is null order by id limit 1"
+)
+HAS_TRACE_COLUMN_SQL: Final = (
+    "select exists (select from information_schema.columns"
+    " where table_schema = current_schema() and table_name = 'outbox' and column_name = 'traceparent')"
+)
+
+_SELECT: Final = (
+    "select id, topic, kafka_partition, message_key, payload, {} as traceparent,"
+    " extract(epoch from created_at)::float8 as created_at_s"
+    " from outbox where published_at is null order by id limit $1 for update skip locked"
+)
+SELECT_WITH_TRACE: Final = _SELECT.format("traceparent")
+SELECT_WITHOUT_TRACE: Final = _SELECT.format("null::text")  # an outbox without trace context (ledger shards)
+
+
+class OutboxObserver(Protocol):
+    def oldest_unpublished(self, created_at_s: float | None) -> None: ...
+
+
+class _IgnoreOutbox:
+    def oldest_unpublished(self, created_at_s: float | None) -> None:
+        pass
 
 
 class OutboxRelay:
-    def __init__(self, dsn: str, bootstrap: str, *, source: str, safety_poll_s: float = SAFETY_POLL_S) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        bootstrap: str,
+        *,
+        source: str,
+        safety_poll_s: float = SAFETY_POLL_S,
+        observer: OutboxObserver | None = None,
+    ) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.source = source  # names this outbox in event ids, e.g. the shard database
         self.safety_poll_s = safety_poll_s
         self.published = 0
+        self.observer: OutboxObserver = observer or _IgnoreOutbox()
+        self._select = ""
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -57,6 +96,8 @@ class OutboxRelay:
         conn = await asyncpg.connect(self.dsn, timeout=5)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=2)
         try:
+            self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL))
+            self._select = SELECT_WITH_TRACE if await conn.fetchval(HAS_TRACE_COLUMN_SQL) else SELECT_WITHOUT_TRACE
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             await producer.start()
             while not self._stopping.is_set():
@@ -74,20 +115,18 @@ class OutboxRelay:
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         async with conn.transaction():
-            rows = await conn.fetch(
-                "select id, topic, kafka_partition, message_key, payload from outbox where published_at is null"
-                " order by id limit $1 for update skip locked",
-                ROWS_PER_ROUND_MAX,
-            )
+            rows = await conn.fetch(self._select, ROWS_PER_ROUND_MAX)
             if not rows:
+                self.observer.oldest_unpublished(None)
                 return 0
+            self.observer.oldest_unpublished(rows[0]["created_at_s"])
             deliveries = [
                 await producer.send(
                     row["topic"],
                     value=row["payload"],
                     key=row["message_key"],
                     partition=row["kafka_partition"],
-                    headers=[("event_id", f"{self.source}:{row['id']}".encode())],
+                    headers=self._headers(row),
                 )
                 for row in rows
             ]
@@ -97,4 +136,12 @@ class OutboxRelay:
                 [row["id"] for row in rows],
             )
         self.published += len(rows)
+        if len(rows) < ROWS_PER_ROUND_MAX:
+            self.observer.oldest_unpublished(None)  # drained (rows written since then wake the next round)
         return len(rows)
+
+    def _headers(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
+        headers = [("event_id", f"{self.source}:{row['id']}".encode())]
+        if row["traceparent"]:
+            headers.append(("traceparent", row["traceparent"].encode()))
+        return headers

@@ -14,7 +14,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import asyncpg
@@ -47,25 +47,61 @@ from payplane.payments.state_machine import (
     PaymentStatus,
     apply,
 )
+from payplane.platform.tracing import trace_id_of
 from payplane_contracts.ledger_messages import TransferOutcome
 from payplane_contracts.topics import RailTopics
 
 Conn = asyncpg.Connection | PoolConnectionProxy
 MIGRATIONS_PACKAGE: Final = "payplane.payments.migrations"
-NOTIFY_SQL: Final = "select pg_notify('payplane_outbox', '')"
+NOTIFY_CHANNEL: Final = "payplane_outbox"
+NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
 CLEANUP_BATCH_MAX: Final = 10_000
+ACCOUNT_CACHE_MAX: Final = 100_000  # immutable account rows kept per process (cleared when full)
 
 PAYMENT_COLUMNS: Final = (
     "id, client_id, amount_minor, currency, source_account_id, destination_account_id, capture_method, status,"
     " captured_minor, refunded_minor, refund_pending_minor, review, failure_code, description, pending_action,"
-    " created_at_us, updated_at_us"
+    " created_at_us, updated_at_us, trace_id"
 )
+
+
+# One statement, one round trip: the idempotency claim (with the response to replay) and, only if the key
+# was claimed, the payment, its ledger operation and its outbox row; NOTIFY wakes the relay at commit.
+CREATE_PAYMENT_SQL: Final = f"""
+with claim as (
+    insert into idempotency_keys (client_id, key, fingerprint, response, expires_at)
+    values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+    on conflict (client_id, key) do update
+      set fingerprint = excluded.fingerprint, response = excluded.response, created_at = now(),
+          expires_at = excluded.expires_at
+      where idempotency_keys.expires_at <= now()
+    returning 1
+), payment as (
+    insert into payments (id, client_id, amount_minor, currency, source_account_id, destination_account_id,
+                          capture_method, status, review, fraud_rule, failure_code, description,
+                          created_at_us, updated_at_us, trace_id)
+    select $6, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $26 from claim
+    returning id
+), op as (
+    insert into ledger_ops (transfer_id, payment_id, kind, amount_minor, refund_id, requested_at_us)
+    select $18::text, id, $19, $20, '', $17 from payment where $18::text is not null
+), event as (
+    insert into outbox (topic, kafka_partition, message_key, payload, traceparent)
+    select $21, $22, $23, $24, $25 from payment
+    returning 1
+)
+select exists (select from claim), (select pg_notify('{NOTIFY_CHANNEL}', '') from event)
+"""
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any]:
     if record is None:
         raise LookupError("a row this transaction just wrote or locked is missing")
     return dict(record)
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    pass
 
 
 def now_us() -> int:
@@ -85,6 +121,7 @@ class StatusChange:
     new_status: str
     created_at_us: int
     changed_at_us: int
+    trace_id: str = ""  # of the request that created the payment
 
 
 @dataclass(frozen=True)
@@ -124,10 +161,13 @@ class PaymentsStore:
         self.pool = pool
         self.topics = topics
         self.partitions = partitions
+        self._accounts: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def open(cls, dsn: str, topics: RailTopics, partitions: int, pool_size: int = 10) -> "PaymentsStore":
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=10)
+        # reset=_keep_session: a released connection is still rolled back if needed, but skips the reset
+        # query (a round trip per request): this store sets no session state, LISTENs on no pooled connection
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=10, reset=_keep_session)
         return cls(pool, topics, partitions)
 
     async def close(self) -> None:
@@ -196,13 +236,9 @@ class PaymentsStore:
         await conn.execute(NOTIFY_SQL)
 
     async def _payment_event(self, conn: Conn, row: dict[str, Any]) -> None:
-        event = {"v": 1, "id": new_id("evt"), "type": f"payment.{row['status']}", "payment_id": row["id"]}
-        event |= {"client_id": row["client_id"], "status": row["status"], "at_us": row["updated_at_us"]}
         await conn.execute(
             "insert into outbox (topic, kafka_partition, message_key, payload) values ($1, null, $2, $3)",
-            self.topics.payment_events,
-            row["id"].encode(),
-            json.dumps(event, separators=(",", ":")).encode(),
+            *payment_event(row, self.topics.payment_events),
         )
 
     async def create_account(
@@ -222,22 +258,34 @@ class PaymentsStore:
         await self._outbox(conn, [account_command(account_id, currency, client_id, account_type, self.partitions)])
         return _row(row)
 
-    async def _owned_account(self, conn: Conn, client_id: str, account_id: str, param: str) -> dict[str, Any]:
-        row = await conn.fetchrow("select * from accounts where id = $1 and client_id = $2", account_id, client_id)
+    async def _account(self, client_id: str, account_id: str, param: str) -> dict[str, Any]:
+        """An account of this client; rows never change once written, so each is read once per process."""
+        row = self._accounts.get(account_id)
         if row is None:
+            record = await self.pool.fetchrow("select * from accounts where id = $1", account_id)
+            if record is not None:
+                if len(self._accounts) >= ACCOUNT_CACHE_MAX:
+                    self._accounts.clear()
+                row = self._accounts[account_id] = dict(record)
+        if row is None or row["client_id"] != client_id:
             raise ApiError("resource_missing", f"no such account: {account_id!r}", param)
-        return _row(row)
+        return row
 
     async def create_payment(
         self,
-        conn: Conn,
-        client_id: str,
+        claim: IdempotencyClaim,
         fields: dict[str, Any],
         evaluation: Evaluation,
-    ) -> dict[str, Any]:
-        source = await self._owned_account(conn, client_id, fields["source_account_id"], "source")
-        destination = await self._owned_account(conn, client_id, fields["destination_account_id"], "destination")
-        if fields["source_account_id"] == fields["destination_account_id"]:
+        render: Callable[[dict[str, Any]], bytes],
+        traceparent: str = "",
+    ) -> tuple[bytes, bool]:
+        """Create a payment once per idempotency key, in one statement (one round trip): the key's claim
+        with its response, the payment, its ledger operation and its outbox row. Returns (response,
+        replayed). Validation happens before anything is written, so a refused request records nothing."""
+        client_id = claim.client_id
+        source = await self._account(client_id, fields["source_account_id"], "source")
+        destination = await self._account(client_id, fields["destination_account_id"], "destination")
+        if source["id"] == destination["id"]:
             raise ApiError("parameter_invalid", "source and destination must be different accounts", "destination")
         for account, param in ((source, "source"), (destination, "destination")):
             if account["currency"] != fields["currency"]:
@@ -255,13 +303,45 @@ class PaymentsStore:
         if evaluation.verdict is Verdict.DECLINE:
             payment = apply(payment, Event(EventKind.FRAUD_DECLINED))
             failure = "fraud_declined"
-        row = await conn.fetchrow(
-            f"""insert into payments (id, client_id, amount_minor, currency, source_account_id,
-                    destination_account_id, capture_method, status, review, fraud_rule, failure_code, description,
-                    created_at_us, updated_at_us)
-                values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13) returning {PAYMENT_COLUMNS}""",
-            payment.id,
+        row: dict[str, Any] = {
+            "id": payment.id,
+            "client_id": client_id,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "source_account_id": source["id"],
+            "destination_account_id": destination["id"],
+            "capture_method": payment.capture_method.value,
+            "status": payment.status.value,
+            "captured_minor": 0,
+            "refunded_minor": 0,
+            "refund_pending_minor": 0,
+            "review": review,
+            "failure_code": failure,
+            "description": fields.get("description", ""),
+            "pending_action": "",
+            "created_at_us": at,
+            "updated_at_us": at,
+            "trace_id": trace_id_of(traceparent),
+        }
+        op: LedgerOp | None = None
+        outbox: tuple[str, int | None, bytes, bytes]
+        if payment.status is PaymentStatus.PROCESSING:
+            op = initial_op(payment, needs_hold(payment.capture_method, review))
+            request, debit_account = op_request(op, payment, PaymentAccounts(source["id"], destination["id"]))
+            command = transfer_command(request, debit_account, self.partitions)
+            outbox = (self.topics.ledger_commands, command.kafka_partition, command.key, command.payload)
+        else:
+            topic, key, payload = payment_event(row, self.topics.payment_events)
+            outbox = (topic, None, key, payload)
+        response = render(row)
+        claimed = await self.pool.fetchval(
+            CREATE_PAYMENT_SQL,
             client_id,
+            claim.key,
+            claim.fingerprint,
+            response,
+            float(claim.retention_s),
+            payment.id,
             payment.amount_minor,
             payment.currency,
             source["id"],
@@ -271,15 +351,21 @@ class PaymentsStore:
             review,
             evaluation.rule,
             failure,
-            fields.get("description", ""),
+            row["description"],
             at,
+            op.transfer_id if op else None,
+            op.kind.value if op else "",
+            op.amount_minor if op else None,
+            *outbox,
+            traceparent or None,
+            row["trace_id"],
         )
-        if payment.status is PaymentStatus.PROCESSING:
-            op = initial_op(payment, needs_hold(payment.capture_method, review))
-            await self._request(conn, op, payment, PaymentAccounts(source["id"], destination["id"]), at)
-        else:
-            await self._payment_event(conn, _row(row))
-        return _row(row)
+        if claimed:
+            return response, False
+        stored = await self.stored_response(client_id, claim.key)
+        if stored is None:  # expired between the two statements: extremely unlikely, safe to ask for a retry
+            raise ApiError("idempotency_key_in_use", "the request with this Idempotency-Key is being processed")
+        return replay_or_refuse(stored, claim.fingerprint), True
 
     async def _request(self, conn: Conn, op: LedgerOp, payment: Payment, accounts: PaymentAccounts, at: int) -> None:
         await conn.execute(
@@ -401,26 +487,115 @@ class PaymentsStore:
     # --- ledger outcomes ------------------------------------------------------------------------
 
     async def apply_outcomes(self, outcomes: Sequence[TransferOutcome]) -> list[StatusChange]:
-        """Apply a batch of ledger outcomes in one transaction; returns the payments whose status changed."""
-        changes: list[StatusChange] = []
-        async with self.pool.acquire() as conn, conn.transaction():
-            for outcome in outcomes:
-                change = await self._apply_outcome(conn, outcome)
-                if change is not None:
-                    changes.append(change)
-            if changes:
-                await conn.execute(NOTIFY_SQL)
-        return changes
+        """Apply a batch of ledger outcomes in one transaction, set-based: the batch's operations and
+        payments are locked and read in two statements (in id order), resolved in memory in arrival
+        order, and written back in one statement per table. Returns the payments whose status changed.
 
-    async def _apply_outcome(self, conn: Conn, outcome: TransferOutcome) -> StatusChange | None:
-        op_row = await conn.fetchrow("select * from ledger_ops where transfer_id = $1 for update", outcome.transfer_id)
-        if op_row is None:
-            return None  # not a payment's transfer (or another rail's): none of our business
-        row = _row(
-            await conn.fetchrow(
-                f"select {PAYMENT_COLUMNS} from payments where id = $1 for update", op_row["payment_id"]
+        Each operation is resolved by its first outcome; a redelivered outcome (in this batch or a later
+        one) changes nothing, except ``expired`` for a hold that is still open."""
+        if not outcomes:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            op_rows = await conn.fetch(
+                "select * from ledger_ops where transfer_id = any($1::text[]) order by transfer_id for update",
+                sorted({o.transfer_id for o in outcomes}),
             )
-        )
+            if not op_rows:
+                return []  # none of them is a payment's transfer (or they are another rail's)
+            payment_rows = await conn.fetch(
+                f"select {PAYMENT_COLUMNS} from payments where id = any($1::text[]) order by id for update",
+                sorted({r["payment_id"] for r in op_rows}),
+            )
+            batch = _OutcomeBatch(
+                {r["transfer_id"]: dict(r) for r in op_rows}, {r["id"]: dict(r) for r in payment_rows}
+            )
+            for outcome in outcomes:
+                batch.apply(outcome, now_us(), self.topics.payment_events)
+            await self._write_outcome_batch(conn, batch)
+        return batch.changes
+
+    async def _write_outcome_batch(self, conn: Conn, batch: "_OutcomeBatch") -> None:
+        ops = [batch.ops[t] for t in sorted(batch.dirty_ops)]
+        if ops:
+            await conn.execute(
+                """update ledger_ops o set result = u.result, resolved_at_us = u.at
+                   from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, result, at)
+                   where o.transfer_id = u.id""",
+                [r["transfer_id"] for r in ops],
+                [r["result"] for r in ops],
+                [r["resolved_at_us"] for r in ops],
+            )
+        if batch.refunds:
+            ids = sorted(batch.refunds)
+            await conn.execute(
+                """update refunds r set status = u.status, failure_code = u.failure_code
+                   from unnest($1::text[], $2::text[], $3::text[]) as u(id, status, failure_code)
+                   where r.id = u.id""",
+                ids,
+                [batch.refunds[i][0] for i in ids],
+                [batch.refunds[i][1] for i in ids],
+            )
+        payments = [batch.payments[p] for p in sorted(batch.dirty_payments)]
+        if payments:
+            await conn.execute(
+                """update payments p set status = u.status, captured_minor = u.captured,
+                       refunded_minor = u.refunded, refund_pending_minor = u.refund_pending,
+                       failure_code = u.failure_code, pending_action = u.pending_action, updated_at_us = u.at
+                   from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
+                               $7::text[], $8::bigint[])
+                        as u(id, status, captured, refunded, refund_pending, failure_code, pending_action, at)
+                   where p.id = u.id""",
+                *zip(
+                    *(
+                        (
+                            r["id"],
+                            r["status"],
+                            r["captured_minor"],
+                            r["refunded_minor"],
+                            r["refund_pending_minor"],
+                            r["failure_code"],
+                            r["pending_action"],
+                            r["updated_at_us"],
+                        )
+                        for r in payments
+                    ),
+                    strict=True,
+                ),
+            )
+        if batch.events:
+            await conn.execute(
+                """insert into outbox (topic, kafka_partition, message_key, payload)
+                   select u.topic, null, u.message_key, u.payload
+                   from unnest($1::text[], $2::bytea[], $3::bytea[]) as u(topic, message_key, payload)""",
+                *zip(*batch.events, strict=True),
+            )
+            await conn.execute(NOTIFY_SQL)
+
+
+def payment_event(row: dict[str, Any], topic: str) -> tuple[str, bytes, bytes]:
+    """The outbox row (topic, key, payload) announcing that a payment reached its current status."""
+    event = {"v": 1, "id": new_id("evt"), "type": f"payment.{row['status']}", "payment_id": row["id"]}
+    event |= {"client_id": row["client_id"], "status": row["status"], "at_us": row["updated_at_us"]}
+    return topic, row["id"].encode(), json.dumps(event, separators=(",", ":")).encode()
+
+
+@dataclass
+class _OutcomeBatch:
+    """One batch of outcomes resolved in memory over the rows it locked, in arrival order (pure)."""
+
+    ops: dict[str, dict[str, Any]]  # ledger_ops rows by transfer id
+    payments: dict[str, dict[str, Any]]  # payment rows by id
+    dirty_ops: set[str] = field(default_factory=set)
+    dirty_payments: set[str] = field(default_factory=set)
+    refunds: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (status, failure code)
+    events: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    changes: list[StatusChange] = field(default_factory=list)
+
+    def apply(self, outcome: TransferOutcome, at: int, events_topic: str) -> None:
+        op_row = self.ops.get(outcome.transfer_id)
+        if op_row is None:
+            return  # not a payment's transfer (or another rail's): none of our business
+        row = self.payments[op_row["payment_id"]]
         payment = state_of(row)
         op = LedgerOp(
             op_row["transfer_id"],
@@ -429,52 +604,34 @@ class PaymentsStore:
             op_row["amount_minor"],
             op_row["refund_id"],
         )
-        at = now_us()
         if op_row["result"] is not None:
             if outcome.result != "expired" or op.kind is not OpKind.AUTHORIZE or op_row["result"] == "expired":
-                return None  # a redelivered outcome: already applied
+                return  # a redelivered outcome: already applied
             resolution = expire_hold(payment)
         else:
             resolution = resolve(payment, op, outcome.result, row["review"])
-        await conn.execute(
-            "update ledger_ops set result = $2, resolved_at_us = $3 where transfer_id = $1",
-            op.transfer_id,
-            outcome.result,
-            at,
-        )
-        return await self._store_resolution(conn, row, op, resolution, at)
+        op_row["result"], op_row["resolved_at_us"] = outcome.result, at
+        self.dirty_ops.add(op.transfer_id)
+        self._store(row, op, resolution, at, events_topic)
 
-    async def _store_resolution(
-        self, conn: Conn, row: dict[str, Any], op: LedgerOp, resolution: Resolution, at: int
-    ) -> StatusChange | None:
-        refund_pending = row["refund_pending_minor"]
+    def _store(self, row: dict[str, Any], op: LedgerOp, resolution: Resolution, at: int, events_topic: str) -> None:
+        old_status = row["status"]
         if resolution.refund_status is not None:
-            refund_pending -= op.amount_minor or 0
-            await conn.execute(
-                "update refunds set status = $2, failure_code = $3 where id = $1",
-                op.refund_id,
-                resolution.refund_status.value,
-                resolution.failure_code,
-            )
+            row["refund_pending_minor"] -= op.amount_minor or 0
+            self.refunds[op.refund_id] = (resolution.refund_status.value, resolution.failure_code)
         new = resolution.payment
-        updated = await conn.fetchrow(
-            f"""update payments set status = $2, captured_minor = $3, refunded_minor = $4, refund_pending_minor = $5,
-                    failure_code = case when $6 = '' then failure_code else $6 end,
-                    pending_action = case when $7 then '' else pending_action end, updated_at_us = $8
-                where id = $1 returning {PAYMENT_COLUMNS}""",
-            new.id,
-            new.status.value,
-            new.captured_minor,
-            new.refunded_minor,
-            refund_pending,
-            resolution.failure_code if resolution.refund_status is None else "",
-            resolution.clear_pending_action,
-            at,
-        )
-        if resolution.changed and new.status.value != row["status"]:
-            await self._payment_event(conn, _row(updated))
-            return StatusChange(new.id, row["status"], new.status.value, row["created_at_us"], at)
-        return None
+        failure_code = resolution.failure_code if resolution.refund_status is None else ""
+        row["status"] = new.status.value
+        row["captured_minor"] = new.captured_minor
+        row["refunded_minor"] = new.refunded_minor
+        row["failure_code"] = failure_code or row["failure_code"]
+        row["pending_action"] = "" if resolution.clear_pending_action else row["pending_action"]
+        row["updated_at_us"] = at
+        self.dirty_payments.add(new.id)
+        if resolution.changed and new.status.value != old_status:
+            self.events.append(payment_event(row, events_topic))
+            change = StatusChange(new.id, old_status, new.status.value, row["created_at_us"], at, row["trace_id"])
+            self.changes.append(change)
 
 
 def replay_or_refuse(stored: StoredResponse, fingerprint: str) -> bytes:

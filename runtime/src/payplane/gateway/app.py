@@ -24,6 +24,7 @@ from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
 from payplane.gateway import schema
 from payplane.payments.errors import ApiError
 from payplane.payments.idempotency import IdempotencyKeyError, fingerprint, validate_key
+from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace
 
 log = logging.getLogger("payplane.gateway")
 
@@ -66,6 +67,12 @@ class WorkerPool:
 
     def stub(self) -> Any:
         return pb_grpc.PaymentServiceStub(self._channels[next(self._next)]())
+
+
+def _trace_metadata() -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying the request's trace context to the payment worker (a child span)."""
+    context = current_trace.get()
+    return ((TRACEPARENT_HEADER, context.child().traceparent),) if context is not None else ()
 
 
 def _dumps(value: object) -> bytes:
@@ -200,6 +207,7 @@ class Gateway:
     @web.middleware
     async def _measure(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         started_s = time.perf_counter()
+        current_trace.set(continue_or_start(request.headers.get(TRACEPARENT_HEADER)))
         response = await handler(request)
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "(unmatched)"
@@ -321,16 +329,24 @@ class Gateway:
             type=values.get("type", ""),
             description=values.get("description", ""),
         )
-        answer = await self.workers.stub().CreateAccount(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().CreateAccount(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(render_account(answer.account), answer.replayed)
 
     async def get_account(self, request: web.Request) -> web.Response:
         message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
-        return self._json(render_account(await self.workers.stub().GetAccount(message, timeout=RPC_TIMEOUT_S)))
+        return self._json(
+            render_account(
+                await self.workers.stub().GetAccount(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+            )
+        )
 
     async def get_balance(self, request: web.Request) -> web.Response:
         message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
-        return self._json(render_balance(await self.workers.stub().GetAccountBalance(message, timeout=RPC_TIMEOUT_S)))
+        return self._json(
+            render_balance(
+                await self.workers.stub().GetAccountBalance(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+            )
+        )
 
     async def create_payment(self, request: web.Request) -> web.Response:
         values, idem = await self._post_body(request, schema.CREATE_PAYMENT)
@@ -344,7 +360,8 @@ class Gateway:
             capture_method=values.get("capture_method", ""),
             description=values.get("description", ""),
         )
-        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        log.info("payment %s accepted", answer.payment.id, extra={"payment_id": answer.payment.id})
         return self._json(render_payment(answer.payment), answer.replayed)
 
     async def list_payments(self, request: web.Request) -> web.Response:
@@ -352,7 +369,7 @@ class Gateway:
         message = pb.ListPaymentsRequest(
             caller=self._caller(request), limit=query.get("limit", 10), starting_after=query.get("starting_after", "")
         )
-        answer = await self.workers.stub().ListPayments(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().ListPayments(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(
             {
                 "object": "list",
@@ -366,7 +383,9 @@ class Gateway:
         query = schema.validate_query(dict(request.query), schema.GET_PAYMENT_QUERY)
         wait_ms = query.get("wait_ms", 0)
         message = pb.GetPaymentRequest(caller=self._caller(request), payment_id=self._path_id(request), wait_ms=wait_ms)
-        answer = await self.workers.stub().GetPayment(message, timeout=RPC_TIMEOUT_S + wait_ms / 1000)
+        answer = await self.workers.stub().GetPayment(
+            message, timeout=RPC_TIMEOUT_S + wait_ms / 1000, metadata=_trace_metadata()
+        )
         return self._json(render_payment(answer))
 
     async def capture_payment(self, request: web.Request) -> web.Response:
@@ -377,7 +396,7 @@ class Gateway:
             payment_id=self._path_id(request),
             amount_minor=values.get("amount_to_capture", 0),
         )
-        answer = await self.workers.stub().CapturePayment(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().CapturePayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(render_payment(answer.payment), answer.replayed)
 
     async def cancel_payment(self, request: web.Request) -> web.Response:
@@ -385,7 +404,7 @@ class Gateway:
         message = pb.CancelPaymentRequest(
             caller=self._caller(request), idempotency=idem, payment_id=self._path_id(request)
         )
-        answer = await self.workers.stub().CancelPayment(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().CancelPayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(render_payment(answer.payment), answer.replayed)
 
     async def create_refund(self, request: web.Request) -> web.Response:
@@ -396,5 +415,5 @@ class Gateway:
             payment_id=values["payment"],
             amount_minor=values.get("amount", 0),
         )
-        answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S)
+        answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(render_refund(answer.refund), answer.replayed)

@@ -1,5 +1,6 @@
-"""Prometheus metrics of the ledger writer (names follow ``payplane_<component>_<what>_<unit>``)."""
+"""Prometheus metrics of payplane's processes (names follow ``payplane_<component>_<what>_<unit>``)."""
 
+import time
 from collections import Counter as CountOf
 from collections.abc import Sequence
 from typing import Protocol
@@ -8,6 +9,29 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
+
+
+class OutboxAge:
+    """``payplane_outbox_age_seconds{outbox}``: how long the oldest unpublished outbox row has waited
+    (0 when the relay has published everything it saw). Computed at scrape time from the creation time
+    the relay last reported, so it keeps growing while nothing can be published."""
+
+    def __init__(self, registry: CollectorRegistry, outbox: str) -> None:
+        self._oldest_created_at_s: float | None = None
+        self.gauge = Gauge(
+            "payplane_outbox_age_seconds",
+            "Age of the oldest unpublished outbox row (0 when none)",
+            ["outbox"],
+            registry=registry,
+        )
+        self.gauge.labels(outbox).set_function(self.age_s)
+
+    def oldest_unpublished(self, created_at_s: float | None) -> None:
+        self._oldest_created_at_s = created_at_s
+
+    def age_s(self) -> float:
+        oldest = self._oldest_created_at_s
+        return max(0.0, time.time() - oldest) if oldest is not None else 0.0
 
 
 class LedgerWriterMetrics:
@@ -45,6 +69,7 @@ class LedgerWriterMetrics:
             ["partition"],
             registry=self.registry,
         )
+        self.outbox = OutboxAge(self.registry, "ledger")
 
     def batch_applied(
         self, partition: int, records: int, results: CountOf[str], seconds: float, next_offset: int
@@ -106,7 +131,7 @@ SETTLE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class PaymentWorkerMetrics:
-    """Payments by the status they reach, and the time from acceptance to the ledger's answer."""
+    """Payments by the status they reach, the time from acceptance to the ledger's answer, outbox age."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -122,6 +147,7 @@ class PaymentWorkerMetrics:
             buckets=SETTLE_SECONDS_BUCKETS,
             registry=self.registry,
         )
+        self.outbox = OutboxAge(self.registry, "payments")
 
     def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
         for change in changes:

@@ -104,7 +104,7 @@ async def run(config: WriterConfig) -> int:
         batch_records_max=config.batch_records_max,
         observer=metrics,
     )
-    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-shard")
+    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-shard", observer=metrics.outbox)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -55,6 +55,7 @@ from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyErr
 from payplane.payments.ledger_ops import AccountType, OpKind
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
 from payplane.platform.metrics import PaymentWorkerMetrics
+from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace, current_traceparent
 from payplane.services.entry import ConfigError, serve_from_env
 from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
 from payplane_contracts.topics import RailTopics
@@ -182,6 +183,14 @@ def _currency(value: str) -> str:
     return value
 
 
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for item in context.invocation_metadata() or ():
+        if item[0] == key:
+            value = item[1]
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 def _fingerprint(request: Message) -> str:
     """For callers that send no fingerprint: the request without caller and idempotency fields."""
     copy = type(request)()
@@ -215,6 +224,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         self, context: grpc.aio.ServicerContext[Any, Any], call: Callable[[], Awaitable[ResponseT]]
     ) -> ResponseT:
         await self.allow_list.authorize(context)
+        current_trace.set(continue_or_start(_metadata(context, TRACEPARENT_HEADER)))
         try:
             return await call()
         except ApiError as exc:
@@ -230,8 +240,13 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         await context.abort(grpc.StatusCode[error.grpc_status], error.message, trailing_metadata=metadata)
 
     async def _idempotent(
-        self, request: Any, body: Callable[[Conn, str], Awaitable[bytes]], response_type: type[ResponseT]
+        self,
+        request: Any,
+        execute: Callable[[IdempotencyClaim], Awaitable[tuple[bytes, bool]]],
+        response_type: type[ResponseT],
     ) -> ResponseT:
+        """Run ``execute`` once per (client, key) — it returns (response, replayed) — behind the Redis
+        lease that answers concurrent duplicates early."""
         client_id = _client(request.caller)
         try:
             key = validate_key(request.idempotency.key or None)
@@ -240,11 +255,12 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
             raise ApiError(code, str(exc), "Idempotency-Key") from None
         fingerprint = request.idempotency.fingerprint or _fingerprint(request)
         lease = await self.redis.lease(client_id, key, fingerprint) if self.redis else None
+        stored = False
         try:
             if lease is not None and lease.state in (LeaseState.HELD_SAME_BODY, LeaseState.HELD_OTHER_BODY):
-                stored = await self.store.stored_response(client_id, key)
-                if stored is not None:
-                    raw, replayed = replay_or_refuse(stored, fingerprint), True
+                found = await self.store.stored_response(client_id, key)
+                if found is not None:
+                    raw, replayed = replay_or_refuse(found, fingerprint), True
                 elif lease.state is LeaseState.HELD_OTHER_BODY:
                     raise ApiError("idempotency_key_reused", "this Idempotency-Key is in use with a different request")
                 else:
@@ -253,15 +269,28 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                         "a request with this Idempotency-Key is still being processed; retry later",
                     )
             else:
-                claim = IdempotencyClaim(client_id, key, fingerprint, self.retention_s)
-                raw, replayed = await self.store.run_idempotent(claim, lambda conn: body(conn, client_id))
+                raw, replayed = await execute(IdempotencyClaim(client_id, key, fingerprint, self.retention_s))
+                stored = True
         finally:
-            if lease is not None and self.redis is not None:
+            # Once a response is stored, a duplicate holding the lease finds it and replays it, so the lease
+            # may simply expire: releasing it would cost a round trip per request. After a refusal nothing
+            # is stored and the key must be free again at once (a corrected retry may reuse it).
+            if lease is not None and self.redis is not None and not stored:
                 await self.redis.release(lease)
         response = response_type.FromString(raw)
         if replayed:
             response.replayed = True  # type: ignore[attr-defined]
         return response
+
+    def _in_transaction(
+        self, body: Callable[[Conn, str], Awaitable[bytes]]
+    ) -> Callable[[IdempotencyClaim], Awaitable[tuple[bytes, bool]]]:
+        """An idempotent execution of ``body`` inside the transaction that claims the key."""
+
+        def execute(claim: IdempotencyClaim) -> Awaitable[tuple[bytes, bool]]:
+            return self.store.run_idempotent(claim, lambda conn: body(conn, claim.client_id))
+
+        return execute
 
     # --- payments ---------------------------------------------------------------------------------
 
@@ -290,12 +319,23 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                 "description": request.description,
             }
 
-            async def body(conn: Conn, client_id: str) -> bytes:
-                facts = PaymentFacts(client_id, amount, currency, request.source_account_id)
-                row = await self.store.create_payment(conn, client_id, fields, self.policy.evaluate(facts))
+            def render(row: dict[str, Any]) -> bytes:
                 return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
 
-            return await self._idempotent(request, body, pb.PaymentResponse)
+            def execute(claim: IdempotencyClaim) -> Awaitable[tuple[bytes, bool]]:
+                facts = PaymentFacts(claim.client_id, amount, currency, request.source_account_id)
+                evaluation = self.policy.evaluate(facts)
+                return self.store.create_payment(claim, fields, evaluation, render, current_traceparent())
+
+            response = await self._idempotent(request, execute, pb.PaymentResponse)
+            log.info(
+                "payment %s: %s%s",
+                response.payment.id,
+                response.payment.status,
+                " (replayed)" if response.replayed else "",
+                extra={"payment_id": response.payment.id},
+            )
+            return response
 
         return await self._guard(context, call)
 
@@ -339,7 +379,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                 row = await self.store.capture_or_cancel(conn, client_id, request.payment_id, kind, amount)
                 return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
 
-            return await self._idempotent(request, body, pb.PaymentResponse)
+            return await self._idempotent(request, self._in_transaction(body), pb.PaymentResponse)
 
         return await self._guard(context, call)
 
@@ -369,7 +409,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                 row = await self.store.create_refund(conn, client_id, request.payment_id, amount)
                 return pb.RefundResponse(refund=refund_message(row)).SerializeToString(deterministic=True)
 
-            return await self._idempotent(request, body, pb.RefundResponse)
+            return await self._idempotent(request, self._in_transaction(body), pb.RefundResponse)
 
         return await self._guard(context, call)
 
@@ -389,7 +429,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                 row = await self.store.create_account(conn, client_id, currency, account_type, request.description)
                 return pb.AccountResponse(account=account_message(row)).SerializeToString(deterministic=True)
 
-            return await self._idempotent(request, body, pb.AccountResponse)
+            return await self._idempotent(request, self._in_transaction(body), pb.AccountResponse)
 
         return await self._guard(context, call)
 
@@ -469,8 +509,8 @@ async def run(config: WorkerConfig) -> int:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
-    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments")
     metrics = PaymentWorkerMetrics()
+    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments", observer=metrics.outbox)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     results = LedgerResultsConsumer(config.bootstrap, topics, store, observer=metrics)
