@@ -4,6 +4,7 @@ from payplane.devinfra.up import (
     EXAMPLE_FILE,
     database_name,
     example_documents,
+    pods_ready_since,
     rail_progress,
     ready_addresses,
     secrets_needed,
@@ -73,3 +74,19 @@ def test_gateway_addresses_are_the_ready_endpoints() -> None:
         {"endpoints": [{"addresses": ["198.18.0.2"]}, {"addresses": ["198.18.0.3"], "conditions": {"ready": False}}]}
     ]
     assert ready_addresses(slices) == ["198.18.0.2"]
+
+
+def test_only_pods_made_ready_since_this_run_count() -> None:
+    def pod(ready: str, since: str, deleting: bool = False) -> dict[str, object]:
+        meta = {"name": "p", "deletionTimestamp": "2026-11-22T10:00:00Z"} if deleting else {"name": "p"}
+        condition = {"type": "Ready", "status": ready, "lastTransitionTime": since}
+        return {"metadata": meta, "status": {"conditions": [condition]}}
+
+    pods = [
+        pod("True", "2026-11-22T10:00:05Z"),
+        pod("True", "2026-11-22T10:00:04Z"),  # the same second as the start: counts
+        pod("True", "2026-11-22T09:59:59Z"),  # left Ready by an earlier run's kubelet
+        pod("False", "2026-11-22T10:00:06Z"),
+        pod("True", "2026-11-22T10:00:07Z", deleting=True),
+    ]
+    assert pods_ready_since(pods, "2026-11-22T10:00:04Z") == (2, 4)

@@ -101,13 +101,16 @@ class DemoLoad:
         deadline = time.monotonic() + FIRST_SETTLE_TIMEOUT_S
         last = ""
         while time.monotonic() < deadline:
-            status, payment = await self._post(http, "/v1/payments", self.payment_body(100), f"demo-{uuid.uuid4()}")
-            if status == 200:
-                last = await self.settle(http, payment["id"])
-                if last == "succeeded":
-                    return
-            else:
-                last = f"HTTP {status}: {payment}"
+            try:
+                status, payment = await self._post(http, "/v1/payments", self.payment_body(100), f"demo-{uuid.uuid4()}")
+                if status == 200:
+                    last = await self.settle(http, payment["id"])
+                    if last == "succeeded":
+                        return
+                else:
+                    last = f"HTTP {status}: {payment}"
+            except (aiohttp.ClientError, TimeoutError, DemoLoadError) as exc:  # a gateway restarting: retried
+                last = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(1.0)
         raise DemoLoadError(f"no payment settled within {FIRST_SETTLE_TIMEOUT_S:.0f} s (last: {last})")
 

@@ -134,6 +134,18 @@ def rail_progress(rail: Mapping[str, Any]) -> str:
     return line + (f"; waiting for {'; '.join(waiting)}" if waiting else "")
 
 
+def pods_ready_since(pods: Iterable[Mapping[str, Any]], since: str) -> tuple[int, int]:
+    """(pods whose Ready condition became True at or after ``since`` (RFC 3339, UTC), pods not terminating)."""
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = 0
+    for pod in live:
+        conditions = {c["type"]: c for c in (pod.get("status") or {}).get("conditions") or []}
+        condition = conditions.get("Ready", {})
+        if condition.get("status") == "True" and condition.get("lastTransitionTime", "") >= since:
+            ready += 1
+    return ready, len(live)
+
+
 def ready_addresses(slices: Iterable[Mapping[str, Any]]) -> list[str]:
     found: set[str] = set()
     for item in slices:
@@ -236,6 +248,7 @@ class Platform:
     payments_dsn: str
     ledger_dsns: list[str]
     databases: list[str]
+    kubelet_started_at: str = ""  # RFC 3339, whole seconds (as conditions carry it)
     api_key: str = ""
     client_id: str = ""
     notes: list[str] = field(default_factory=list)
@@ -349,6 +362,8 @@ def _kubelet(settings: InfraSettings, options: UpOptions) -> ManagedProcess:
 
 
 def _wait_ready(platform: Platform, timeout_s: float) -> None:
+    """Until the rail is Ready, every pod is Ready as reported by *this* run's kubelet (a previous run's
+    pods keep their old Ready status until the new kubelet's first report), and a gateway has an endpoint."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
@@ -356,11 +371,13 @@ def _wait_ready(platform: Platform, timeout_s: float) -> None:
             if not process.is_running():
                 raise UpError(f"{process.name} exited; log {process.log_file}:\n{process.log_tail()}")
         rail = platform.kubectl.get_json("paymentrail", platform.rail, "-n", platform.namespace)
-        line = rail_progress(rail)
+        ready, total = pods_ready_since(platform.pods(), platform.kubelet_started_at)
+        line = f"{rail_progress(rail)}; pods ready {ready}/{total}"
         if line != last:
             say(f"rail {platform.rail}: {line}")
             last = line
-        if (rail.get("status") or {}).get("phase") == "Ready":
+        rail_ready = (rail.get("status") or {}).get("phase") == "Ready"
+        if rail_ready and total and ready == total and platform.gateway_urls():
             return
         time.sleep(POLL_S)
     pods = "\n".join(f"  {p['metadata']['name']}: {(p.get('status') or {}).get('phase')}" for p in platform.pods())
@@ -420,6 +437,7 @@ def bring_up(settings: InfraSettings, options: UpOptions) -> Platform:
     try:
         say("4/6 the operator (local identities, watching namespace " + namespace + ") and the process kubelet")
         _start(platform.operator, "operator")
+        platform.kubelet_started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _start(platform.kubelet, f"process kubelet (node {options.node_name})")
         say(f"5/6 the example rail: kubectl apply -n {namespace} -f {EXAMPLE_FILE.relative_to(REPO_DIR)}")
         kubectl.apply(docs, namespace)
