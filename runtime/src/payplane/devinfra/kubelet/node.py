@@ -181,6 +181,7 @@ class ProcessKubelet:
     def shutdown(self, bound_s: float = SHUTDOWN_BOUND_S) -> None:
         """Stop every process (SIGTERM, each pod's grace within ``bound_s``, then SIGKILL)."""
         deadline = time.monotonic() + bound_s
+        log.info("stopping: the processes of %d pods (SIGTERM, then SIGKILL within %.0f s)", len(self.pods), bound_s)
         while self.pods and time.monotonic() < deadline + 5:
             now = time.monotonic()
             for uid, runtime in list(self.pods.items()):
