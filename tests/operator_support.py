@@ -1,6 +1,7 @@
 """Shared by the operator's unit and integration tests: the CRDs as data, bodies the way the API server
 returns them (schema defaults applied), an OperatorConfig, and in-memory fakes of the three ports."""
 
+import base64
 import copy
 import uuid
 from collections.abc import Mapping, Sequence
@@ -267,6 +268,18 @@ class FakeSpire:
         return [i for i in entry_ids if self.entries.pop(i, None) is not None]
 
 
+def secret(name: str, namespace: str = "payments", **data: str) -> dict[str, Any]:
+    """A Secret as the API server returns it (values base64-encoded under ``data``)."""
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in data.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": namespace}, "data": encoded}
+
+
+# The Secrets rail_spec() and shard_spec() name, present unless a test removes them.
+DEFAULT_SECRETS = ("payments-db", "card-eur-db")
+
+
 def fake_deps(operator_config: OperatorConfig | None = None) -> tuple[Deps, FakeKube, FakeKafka, FakeSpire]:
     kube, kafka, spire = FakeKube(), FakeKafka(), FakeSpire()
+    for name in DEFAULT_SECRETS:
+        kube.put(secret(name, dsn="postgresql://u@db/x"))
     return Deps(kube=kube, kafka=kafka, spire=spire, config=operator_config or config()), kube, kafka, spire

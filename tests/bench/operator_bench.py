@@ -68,7 +68,12 @@ def _manifests(rail: str, partitions: int) -> list[dict[str, Any]]:
             }
             for suffix, first, last in (("a", 0, half - 1), ("b", half, partitions - 1))
         ),
+        *(_secret(f"{rail}-{suffix}-db") for suffix in ("a", "b")),
     ]
+
+
+def _secret(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"dsn": "postgresql://x"}}
 
 
 class Bench:
@@ -108,8 +113,11 @@ class Bench:
             "apply",
             "-f",
             "-",
-            stdin=yaml.safe_dump(
-                {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "payplane-operator"}}
+            stdin=yaml.safe_dump_all(
+                [
+                    {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "payplane-operator"}},
+                    _secret("payments-db"),  # every rail names it; each shard's Secret comes with the shard
+                ]
             ),
         )
 

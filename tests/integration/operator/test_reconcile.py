@@ -81,12 +81,18 @@ def _manifests(names: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
+def _secret(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
 def _owned_by(obj: Any, kind: str, name: str) -> bool:
     refs = obj.metadata.owner_references or []
     return any(r.kind == kind and r.name == name and r.controller for r in refs)
 
 
 def test_a_rail_with_two_shards_becomes_ready(cluster: Cluster, operator: Operator, names: dict[str, str]) -> None:
+    # shard b's database Secret comes later: the shard says what it waits for
+    cluster.apply(_secret("payments-db", dsn="postgresql://p@db/payments"), _secret(f"{names['a']}-db", dsn="x"))
     started = time.monotonic()
     cluster.apply(*_manifests(names))
     ready = cluster.wait_condition("PaymentRail", names["rail"], "Ready", generation=1)
@@ -99,7 +105,16 @@ def test_a_rail_with_two_shards_becomes_ready(cluster: Cluster, operator: Operat
     assert ready["reason"] == "Ready"
     types = {c["type"]: c["status"] for c in status["conditions"]}
     assert types == dict.fromkeys(
-        ("Ready", "WorkloadsReady", "TopicsReady", "IdentitiesReady", "PartitionsCovered", "PolicyValid"), "True"
+        (
+            "Ready",
+            "WorkloadsReady",
+            "TopicsReady",
+            "IdentitiesReady",
+            "PartitionsCovered",
+            "PolicyValid",
+            "SecretsReady",
+        ),
+        "True",
     )
     assert status["shards"] == 2
     assert status["endpoint"] == f"{names['rail']}-gateway.{cluster.namespace}.svc:80"
@@ -125,8 +140,12 @@ def test_a_rail_with_two_shards_becomes_ready(cluster: Cluster, operator: Operat
         (selector,) = entry.selectors
         assert selector.startswith("unix:gid:")
 
-    for shard in (names["a"], names["b"]):
-        cluster.wait_condition("LedgerShard", shard, "Ready", generation=1)
+    cluster.wait_condition("LedgerShard", names["a"], "Ready", generation=1)
+    waiting = cluster.wait_condition("LedgerShard", names["b"], "DatabaseSecretReady", "False", reason="SecretNotFound")
+    assert waiting["message"] == f"Secret {names['b']}-db does not exist in namespace {cluster.namespace}"
+    assert cluster.condition("LedgerShard", names["b"], "Ready")["reason"] == "SecretNotFound"  # type: ignore[index]
+    cluster.apply(_secret(f"{names['b']}-db", dsn="postgresql://l@db/ledger_b"))
+    cluster.wait_condition("LedgerShard", names["b"], "Ready", generation=1)
     ns = cluster.namespace
     for role in ("gateway", "payment-worker"):
         name = f"{names['rail']}-{role}"

@@ -13,7 +13,16 @@ from payplane_operator.reconcile.rail import RailContext, finalize_rail, reconci
 from payplane_operator.reconcile.shard import finalize_shard, reconcile_shard
 from payplane_operator.reconcile.workloads import ChildTracker
 from payplane_operator.resources import ObjectRef, TopicState
-from tests.operator_support import FakeKafka, FakeKube, body, fake_deps, policy_spec, rail_spec, shard_spec
+from tests.operator_support import (
+    FakeKafka,
+    FakeKube,
+    body,
+    fake_deps,
+    policy_spec,
+    rail_spec,
+    secret,
+    shard_spec,
+)
 
 COVERED = RailContext(shards=[ShardRange("a", 0, 3), ShardRange("b", 4, 7)], policy=None, topics_owned_by=None)
 NO_SHARDS = RailContext(shards=[], policy=None, topics_owned_by=None)
@@ -302,3 +311,45 @@ async def test_a_policy_gets_a_version_and_an_invalid_one_says_why() -> None:
 
 def test_fakes_follow_kafka_in_refusing_to_shrink() -> None:
     assert FakeKafka().topics == {}
+
+
+async def test_a_shard_is_not_ready_until_its_database_secret_holds_the_key() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+    shard = body("LedgerShard", "card-eur-a", shard_spec(first=0, last=7, database={"secretRef": {"name": "ledger"}}))
+    kube.put(shard)
+    outcome = await reconcile_shard(shard, rail, deps, ChildTracker())
+    conditions = _conditions(outcome)
+    assert conditions["DatabaseSecretReady"] == (
+        "False",
+        "SecretNotFound",
+        "Secret ledger does not exist in namespace payments",
+    )
+    assert conditions["Ready"][:2] == ("False", "SecretNotFound")
+    assert outcome.retry, "a missing Secret is waited for with backoff (Secrets are not watched)"
+
+    kube.put(secret("ledger", url="postgresql://u@db/ledger"))
+    outcome = await reconcile_shard(await _current(kube, "LedgerShard", "card-eur-a"), rail, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["DatabaseSecretReady"]
+    assert (status, reason) == ("False", "SecretKeyMissing")
+    assert message == "Secret ledger has no (non-empty) key dsn; its keys: url"
+    assert "postgresql" not in str(outcome.status), "Secret values never reach the status"
+
+    kube.put(secret("ledger", dsn="postgresql://u@db/ledger"))
+    outcome = await reconcile_shard(await _current(kube, "LedgerShard", "card-eur-a"), rail, deps, ChildTracker())
+    assert _conditions(outcome)["DatabaseSecretReady"] == ("True", "SecretsFound", "Secret keys present: ledger/dsn")
+    assert outcome.ready
+    assert not outcome.retry
+
+
+async def test_a_rail_names_every_secret_it_is_missing() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube, redis={"secretRef": {"name": "redis"}})
+    kube.objects.pop(ObjectRef("v1", "Secret", "payments", "payments-db"))
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["SecretsReady"]
+    assert (status, reason) == ("False", "SecretNotFound")
+    assert message == (
+        "Secret payments-db does not exist in namespace payments; Secret redis does not exist in namespace payments"
+    )
+    assert not outcome.ready

@@ -16,6 +16,8 @@ class ConditionType(StrEnum):
     PARTITIONS_COVERED = "PartitionsCovered"  # (rail) the shards own every ledger partition exactly once
     PARTITIONS_VALID = "PartitionsValid"  # (shard) the rail exists and the range lies inside its partitions
     POLICY_VALID = "PolicyValid"  # (policy) the rules can be evaluated; (rail) the referenced policy is usable
+    SECRETS_READY = "SecretsReady"  # (rail) the Secrets it names exist and hold their keys
+    DATABASE_SECRET_READY = "DatabaseSecretReady"  # noqa: S105 (shard) its database Secret exists and holds the key
 
 
 class Reason(StrEnum):
@@ -30,6 +32,7 @@ class Reason(StrEnum):
     WITHIN_RAIL = "WithinRail"
     VALID = "Valid"
     NO_POLICY = "NoPolicyReferenced"
+    SECRETS_FOUND = "SecretsFound"
     # waiting (not a failure: the next event or the drift timer will re-check)
     RECONCILING = "Reconciling"
     PROGRESSING = "Progressing"
@@ -49,6 +52,8 @@ class Reason(StrEnum):
     OUTSIDE_RAIL = "PartitionsOutsideRail"
     POLICY_NOT_FOUND = "PolicyNotFound"
     POLICY_INVALID = "PolicyInvalid"
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105
+    SECRET_KEY_MISSING = "SecretKeyMissing"  # noqa: S105
 
 
 FAILURE_REASONS = frozenset(
@@ -67,6 +72,8 @@ FAILURE_REASONS = frozenset(
         Reason.OUTSIDE_RAIL,
         Reason.POLICY_NOT_FOUND,
         Reason.POLICY_INVALID,
+        Reason.SECRET_NOT_FOUND,
+        Reason.SECRET_KEY_MISSING,
     }
 )
 

@@ -22,6 +22,7 @@ from payplane_operator.reconcile import status as st
 from payplane_operator.reconcile.identities import ensure_entries, remove_entries
 from payplane_operator.reconcile.outcome import Note, Outcome, StepResult
 from payplane_operator.reconcile.ports import Deps
+from payplane_operator.reconcile.secrets import check_secrets
 from payplane_operator.reconcile.topics import delete_topics, ensure_topics
 from payplane_operator.reconcile.workloads import ChildTracker, ensure_children
 from payplane_operator.resources import ObjectRef
@@ -142,7 +143,8 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         topics_step = _settled(StepResult(not_ok(ConditionType.TOPICS_READY, Reason.TOPIC_CONFLICT, message)))
     else:
         topics_step = ensure_topics(deps.kafka, topics)
-    workloads, topics_result, identities = await asyncio.gather(
+    secret_refs = [rail.spec.payments_secret, *([rail.spec.redis_secret] if rail.spec.redis_secret else [])]
+    workloads, topics_result, identities, secrets = await asyncio.gather(
         ensure_children(
             deps.kube,
             children,
@@ -153,14 +155,16 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         ),
         topics_step,
         ensure_entries(deps.spire, workload_entries(Kind.PAYMENT_RAIL, rail.meta, config.spire)),
+        check_secrets(deps.kube, rail.meta.namespace, secret_refs, ConditionType.SECRETS_READY),
     )
-    steps: list[StepResult] = [workloads, topics_result, identities]
+    steps: list[StepResult] = [workloads, topics_result, identities, secrets]
     dependencies = [
         workloads.condition,
         topics_result.condition,
         identities.condition,
         coverage_condition(rail.spec.ledger_partitions, context.shards),
         policy_condition(rail, context.policy),
+        secrets.condition,
     ]
     conditions = [
         st.summarize_ready(dependencies, f"rail {rail.meta.name} is serving {rail.spec.currency}"),

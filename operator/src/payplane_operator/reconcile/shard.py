@@ -7,7 +7,15 @@ from typing import Any
 
 from payplane_contracts.identity import WorkloadRole
 from payplane_operator.api.conditions import Condition, ConditionType, Reason, not_ok, ok
-from payplane_operator.api.v1alpha1 import Kind, LedgerShard, PaymentRail, parse_meta, parse_rail, parse_shard
+from payplane_operator.api.v1alpha1 import (
+    Kind,
+    LedgerShard,
+    PaymentRail,
+    SecretKey,
+    parse_meta,
+    parse_rail,
+    parse_shard,
+)
 from payplane_operator.desired.coverage import span
 from payplane_operator.desired.labels import selector_labels
 from payplane_operator.desired.spire_entries import workload_entries
@@ -18,6 +26,7 @@ from payplane_operator.reconcile.identities import ensure_entries, remove_entrie
 from payplane_operator.reconcile.outcome import Note, Outcome, StepResult
 from payplane_operator.reconcile.ports import Deps
 from payplane_operator.reconcile.rail import write_invalid
+from payplane_operator.reconcile.secrets import check_secrets
 from payplane_operator.reconcile.workloads import ChildTracker, ensure_children
 
 
@@ -78,10 +87,13 @@ async def reconcile_shard(
         )
     else:
         workloads_step = _waiting_for_rail()
-    workloads, identities = await asyncio.gather(
-        workloads_step, ensure_entries(deps.spire, workload_entries(Kind.LEDGER_SHARD, shard.meta, config.spire))
+    database = SecretKey(shard.spec.database_secret, shard.spec.database_secret_key)
+    workloads, identities, secret = await asyncio.gather(
+        workloads_step,
+        ensure_entries(deps.spire, workload_entries(Kind.LEDGER_SHARD, shard.meta, config.spire)),
+        check_secrets(deps.kube, shard.meta.namespace, [database], ConditionType.DATABASE_SECRET_READY),
     )
-    dependencies = [workloads.condition, identities.condition, partitions]
+    dependencies = [workloads.condition, identities.condition, partitions, secret.condition]
     conditions = [
         st.summarize_ready(
             dependencies,
@@ -102,7 +114,7 @@ async def reconcile_shard(
         "identities": identities.details.get("identities", []),
     }
     written = await st.write_status(deps.kube, body, status, config.field_manager)
-    steps = [workloads, identities]
+    steps = [workloads, identities, secret]
     notes = [note for step in steps for note in step.notes] + st.transition_notes(old_conditions, conditions)
     retry = not written or any(s.retry for s in steps)
     return Outcome(status=status, notes=notes, retry=retry, ready=conditions[0].status is True)
