@@ -367,3 +367,52 @@ def test_a_rail_with_deletion_policy_delete_takes_its_topics_along(
         "the rail's topics to be deleted with it",
         lambda: not cluster.topics([topics.ledger_commands, topics.ledger_results, topics.payment_events]),
     )
+
+
+def test_a_same_named_object_is_not_overwritten_and_an_orphan_is_adopted(
+    cluster: Cluster, operator: Operator, run_id: str
+) -> None:
+    name = f"own-{run_id}"
+    cluster.rails_seen.add(name)
+    ns = cluster.namespace
+    foreign = cluster.core.create_namespaced_service(
+        ns,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name=f"{name}-gateway", labels={"team": "web"}),
+            spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=8443)], selector={"app": "web"}),
+        ),
+    )
+    orphan_labels = {"app.kubernetes.io/managed-by": "payplane-operator", "app.kubernetes.io/instance": name}
+    cluster.core.create_namespaced_config_map(
+        ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"{name}-config", labels=orphan_labels))
+    )
+    rail = {
+        "apiVersion": "payplane.io/v1alpha1",
+        "kind": "PaymentRail",
+        "metadata": {"name": name},
+        "spec": {
+            "currency": "USD",
+            "amountLimits": {"maxMinor": 100},
+            "payments": {"database": {"secretRef": {"name": "payments-db"}}},
+            "ledger": {"partitions": 1},
+            "topics": {"partitions": 1, "deletionPolicy": "Delete"},
+        },
+    }
+    cluster.apply(rail)
+    conflict = cluster.wait_condition("PaymentRail", name, "WorkloadsReady", "False", reason="ResourceConflict")
+    assert f"Service {name}-gateway already exists and was not made for PaymentRail {name}" in conflict["message"]
+    time.sleep(2 * DRIFT_S)  # drift passes must leave it alone too
+    untouched = cluster.core.read_namespaced_service(f"{name}-gateway", ns)
+    assert untouched.metadata.resource_version == foreign.metadata.resource_version
+    assert untouched.spec.ports[0].port == 8443
+    assert not untouched.metadata.owner_references
+    uid = (cluster.get("PaymentRail", name) or {})["metadata"]["uid"]
+    adopted = cluster.core.read_namespaced_config_map(f"{name}-config", ns)
+    assert [r.uid for r in adopted.metadata.owner_references or []] == [uid]
+    assert "rail.json" in (adopted.data or {})
+
+    cluster.core.delete_namespaced_service(f"{name}-gateway", ns)
+    cluster.wait_condition("PaymentRail", name, "WorkloadsReady")
+    taken = cluster.core.read_namespaced_service(f"{name}-gateway", ns)
+    assert _owned_by(taken, "PaymentRail", name)
+    cluster.kubectl("delete", f"paymentrail/{name}", "--wait=true")

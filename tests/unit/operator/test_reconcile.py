@@ -353,3 +353,58 @@ async def test_a_rail_names_every_secret_it_is_missing() -> None:
         "Secret payments-db does not exist in namespace payments; Secret redis does not exist in namespace payments"
     )
     assert not outcome.ready
+
+
+def _foreign(kind: str, api_version: str, name: str, **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": "payments", "uid": f"uid-{name}", **metadata},
+        "data": {"owner": "someone else"},
+    }
+
+
+async def test_same_named_objects_that_are_not_the_rails_are_left_alone_and_named() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+    deployment = _foreign("Deployment", "apps/v1", "card-eur-gateway", labels={"team": "web"})
+    config_map = _foreign(
+        "ConfigMap",
+        "v1",
+        "card-eur-config",
+        ownerReferences=[{"apiVersion": "v1", "kind": "Thing", "name": "x", "uid": "other", "controller": True}],
+    )
+    kube.put(deployment)
+    kube.put(config_map)
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    status, reason, message = _conditions(outcome)["WorkloadsReady"]
+    assert (status, reason) == ("False", "ResourceConflict")
+    assert "Deployment card-eur-gateway already exists and was not made for PaymentRail card-eur" in message
+    assert "ConfigMap card-eur-config belongs to Thing x" in message
+    assert _conditions(outcome)["Ready"][:2] == ("False", "ResourceConflict")
+    assert await kube.get(ObjectRef.of(deployment)) == deployment, "not overwritten"
+    assert await kube.get(ObjectRef.of(config_map)) == config_map, "not overwritten"
+    assert len(kube.of_kind("Deployment")) == 2, "the rail's other children are applied"
+    assert not outcome.retry, "waits for a person (the drift timer re-checks)"
+
+    await kube.delete(ObjectRef.of(deployment))
+    await kube.delete(ObjectRef.of(config_map))
+    outcome = await reconcile_rail(await _current(kube), COVERED, deps, ChildTracker())
+    assert _conditions(outcome)["WorkloadsReady"][0] == "True"
+
+
+async def test_an_orphan_of_an_earlier_rail_of_the_same_name_is_adopted() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+    orphan = _foreign(
+        "Service",
+        "v1",
+        "card-eur-gateway",
+        labels={"app.kubernetes.io/managed-by": "payplane-operator", "app.kubernetes.io/instance": "card-eur"},
+    )
+    kube.put(orphan)
+    outcome = await reconcile_rail(rail, COVERED, deps, ChildTracker())
+    assert _conditions(outcome)["WorkloadsReady"][0] == "True"
+    adopted = await kube.get(ObjectRef.of(orphan))
+    assert adopted is not None
+    assert adopted["metadata"]["ownerReferences"][0]["uid"] == rail["metadata"]["uid"]

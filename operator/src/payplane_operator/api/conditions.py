@@ -42,7 +42,7 @@ class Reason(StrEnum):
     KUBERNETES_ERROR = "KubernetesError"
     KAFKA_ERROR = "KafkaError"
     NOT_SUPPORTED = "NotSupported"  # e.g. fewer partitions than the topic has: Kafka cannot remove them
-    TOPIC_CONFLICT = "ResourceConflict"
+    RESOURCE_CONFLICT = "ResourceConflict"  # a name another object (or namespace) already holds
     SPIRE_ERROR = "SpireError"
     COVERAGE_GAPS = "PartitionGaps"
     COVERAGE_OVERLAPS = "PartitionOverlaps"
@@ -62,7 +62,7 @@ FAILURE_REASONS = frozenset(
         Reason.KUBERNETES_ERROR,
         Reason.KAFKA_ERROR,
         Reason.NOT_SUPPORTED,
-        Reason.TOPIC_CONFLICT,
+        Reason.RESOURCE_CONFLICT,
         Reason.SPIRE_ERROR,
         Reason.COVERAGE_GAPS,
         Reason.COVERAGE_OVERLAPS,

@@ -140,7 +140,7 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
             f"the topic names payplane.{rail.meta.name}.* belong to rail {rail.meta.name} in namespace "
             f"{context.topics_owned_by}; rename this rail"
         )
-        topics_step = _settled(StepResult(not_ok(ConditionType.TOPICS_READY, Reason.TOPIC_CONFLICT, message)))
+        topics_step = _settled(StepResult(not_ok(ConditionType.TOPICS_READY, Reason.RESOURCE_CONFLICT, message)))
     else:
         topics_step = ensure_topics(deps.kafka, topics)
     secret_refs = [rail.spec.payments_secret, *([rail.spec.redis_secret] if rail.spec.redis_secret else [])]

@@ -1,5 +1,11 @@
 """Apply an owner's Kubernetes children with server-side apply, remove the ones that must not exist, and
-judge the Deployments' readiness from what the API server answers."""
+judge the Deployments' readiness from what the API server answers.
+
+An object that already has a child's name but is not the owner's is never overwritten: a child this
+process has not applied yet is read first, and one controlled by something else, or made by someone
+else, is left alone and named in ``WorkloadsReady`` (reason ``ResourceConflict``). An orphan of an
+earlier owner of the same name (no controller, the operator's ``managed-by`` and ``instance`` labels) is
+adopted."""
 
 import asyncio
 from collections.abc import Mapping
@@ -8,10 +14,11 @@ from typing import Any
 
 from payplane_operator.api.conditions import ConditionType, Reason, not_ok, ok
 from payplane_operator.clients.errors import ClientError
+from payplane_operator.desired.labels import INSTANCE_LABEL, MANAGED_BY_LABEL
 from payplane_operator.desired.workloads import ChildSet
 from payplane_operator.reconcile.outcome import Note, StepResult, failed_step
 from payplane_operator.reconcile.ports import Kube
-from payplane_operator.resources import ObjectRef
+from payplane_operator.resources import Manifest, ObjectRef
 from payplane_operator.settings import WorkloadReadiness
 
 PREREQUISITE_KINDS = frozenset({"ServiceAccount", "ConfigMap"})
@@ -59,8 +66,42 @@ class ChildTracker:
         children[ref] = uid
         return before is not None and before != uid
 
+    def knows(self, owner_uid: str, ref: ObjectRef) -> bool:
+        """This process has applied ``ref`` for this owner (so it is the owner's, not someone else's)."""
+        return ref in self._uids.get(owner_uid, {})
+
     def forget(self, owner_uid: str) -> None:
         self._uids.pop(owner_uid, None)
+
+
+def foreign(existing: Mapping[str, Any], manifest: Manifest) -> str | None:
+    """Why the object that has a child's name is not the owner's to apply; None when it is (already
+    owned, or an orphan of an earlier owner of this name, which is adopted)."""
+    owner = manifest["metadata"]["ownerReferences"][0]
+    metadata = existing["metadata"]
+    references = metadata.get("ownerReferences", [])
+    if any(reference.get("uid") == owner["uid"] for reference in references):
+        return None
+    ref = ObjectRef.of(manifest)
+    controller = next((reference for reference in references if reference.get("controller")), None)
+    if controller is not None:
+        return f"{ref.kind} {ref.name} belongs to {controller.get('kind')} {controller.get('name')}"
+    labels, ours = metadata.get("labels") or {}, manifest["metadata"]["labels"]
+    if all(labels.get(key) == ours[key] for key in (MANAGED_BY_LABEL, INSTANCE_LABEL)):
+        return None
+    return f"{ref.kind} {ref.name} already exists and was not made for {owner['kind']} {owner['name']}"
+
+
+async def _conflicts(kube: Kube, children: ChildSet, owner_uid: str, tracker: ChildTracker) -> dict[ObjectRef, str]:
+    """The children whose names are taken by objects that are not the owner's (read only for children
+    this process has not applied yet: after that, the tracker knows them)."""
+    unknown = [m for m in children.apply if not tracker.knows(owner_uid, ObjectRef.of(m))]
+    found = await asyncio.gather(*(kube.get(ObjectRef.of(m)) for m in unknown))
+    return {
+        ObjectRef.of(m): why
+        for m, existing in zip(unknown, found, strict=True)
+        if existing is not None and (why := foreign(existing, m)) is not None
+    }
 
 
 async def ensure_children(
@@ -78,6 +119,9 @@ async def ensure_children(
     first = [m for m in children.apply if m["kind"] in PREREQUISITE_KINDS]
     then = [m for m in children.apply if m["kind"] not in PREREQUISITE_KINDS]
     try:
+        conflicts = await _conflicts(kube, children, owner_uid, tracker)
+        first = [m for m in first if ObjectRef.of(m) not in conflicts]
+        then = [m for m in then if ObjectRef.of(m) not in conflicts]
         for wave in (first, then):
             stored_wave = await asyncio.gather(*(kube.apply(m, field_manager=field_manager) for m in wave))
             for manifest, stored in zip(wave, stored_wave, strict=True):
@@ -95,7 +139,10 @@ async def ensure_children(
         return failed_step(ConditionType.WORKLOADS_READY, Reason.KUBERNETES_ERROR, error, "applying the workloads")
     details = {"desired": sum(d.desired for d in deployments), "ready": sum(d.ready_pods for d in deployments)}
     waiting = [d.why for d in deployments if not d.ready]
-    if waiting:
+    if conflicts:
+        message = "; ".join(conflicts.values()) + ": left untouched; rename the owner, or delete the object"
+        condition = not_ok(ConditionType.WORKLOADS_READY, Reason.RESOURCE_CONFLICT, message)
+    elif waiting:
         condition = not_ok(ConditionType.WORKLOADS_READY, Reason.PROGRESSING, "; ".join(waiting))
     else:
         names = ", ".join(d.name for d in deployments)
