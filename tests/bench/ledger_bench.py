@@ -30,7 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
 from payplane.adapters.ledger_verify import verify
-from payplane.adapters.ledger_writer_io import SESSION_SETTINGS, KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import SESSION_SETTINGS, KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.postgres_migrations import migrate
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
@@ -193,12 +193,12 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
 
     log = KafkaCommandLog(bootstrap, topics, "bench", [0])
     await log.start()
-    store = PostgresLedgerStore(dsn, topics, PartitionOf(1))
+    store = PostgresLedgerStore(dsn, topics)
     writer = LedgerWriter(
         topic=topics.ledger_commands,
         partitions=[0],
         writer_id="bench",
-        partition_of=PartitionOf(1),
+        partition_of=partition_lookup(1),
         store=store,
         log_=log,
         batch_records_max=batch,

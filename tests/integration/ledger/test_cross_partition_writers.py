@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import cross_partition_check, verify
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
@@ -25,7 +25,7 @@ from tests.integration.conftest import Infra
 PARTITIONS = 2
 GROUP = "ledger-writer"
 CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
-partition_of = PartitionOf(PARTITIONS)
+partition_of = partition_lookup(PARTITIONS)
 
 
 def _name_on(partition: int, prefix: str) -> str:
@@ -91,7 +91,7 @@ async def test_two_writers_settle_cross_partition_payments(
     for partition in range(PARTITIONS):
         log = KafkaCommandLog(bootstrap, rail, GROUP, [partition])
         await log.start()
-        store = PostgresLedgerStore(shard_dsn, rail, partition_of)
+        store = PostgresLedgerStore(shard_dsn, rail)
         writer = LedgerWriter(
             topic=rail.ledger_commands,
             partitions=[partition],

@@ -10,7 +10,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.devinfra.components.kafka import Kafka
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
@@ -60,8 +60,8 @@ async def test_writer_survives_a_kafka_restart(infra: Infra, shard: asyncpg.Conn
         partitions=[0],
         writer_id="w",
         log_=log,
-        store=PostgresLedgerStore(shard_dsn, rail, PartitionOf(1)),
-        partition_of=PartitionOf(1),
+        store=PostgresLedgerStore(shard_dsn, rail),
+        partition_of=partition_lookup(1),
     )
     kafka = Kafka(infra.settings)
     try:

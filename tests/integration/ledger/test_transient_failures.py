@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
@@ -80,8 +80,8 @@ async def test_writer_rides_out_a_database_partition(
         partitions=[0],
         writer_id="w",
         log_=log,
-        store=PostgresLedgerStore(proxied_dsn, rail, PartitionOf(1)),
-        partition_of=PartitionOf(1),
+        store=PostgresLedgerStore(proxied_dsn, rail),
+        partition_of=partition_lookup(1),
         batch_records_max=50,
     )
     try:

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_store import FencedError
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
@@ -68,14 +68,14 @@ async def _writer(
 ) -> tuple[LedgerWriter, KafkaCommandLog]:
     commands = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, GROUP, [0])
     await commands.start()
-    store = PostgresLedgerStore(dsn, rail, PartitionOf(1))
+    store = PostgresLedgerStore(dsn, rail)
     writer = LedgerWriter(
         topic=rail.ledger_commands,
         partitions=[0],
         writer_id=writer_id,
         store=store,
         log_=commands,
-        partition_of=PartitionOf(1),
+        partition_of=partition_lookup(1),
         observer=metrics,
         expiry_sweep_interval_s=expiry_sweep_interval_s,
     )

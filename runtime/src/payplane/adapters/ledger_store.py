@@ -23,7 +23,6 @@ from payplane.ledger.model import (
     BalanceChange,
     PendingState,
     Transfer,
-    TransferRequest,
 )
 from payplane.ledger.results import TransferResult
 
@@ -117,28 +116,79 @@ def _transfer_from_row(row: asyncpg.Record) -> Transfer:
 
 
 # -- persisting ----------------------------------------------------------------------------------
-async def persist(conn: asyncpg.Connection, outcome: BatchOutcome, ledger: Ledger) -> None:
-    """Write one batch in one transaction, or nothing at all (and raise) if this writer is fenced.
+@dataclass(frozen=True)
+class BatchRows:
+    """One batch as the rows it writes, copied out of the in-memory ledger when the batch was decided.
 
-    Every account and transfer a batch writes lives on the batch's partition: a writer never touches
-    another partition's accounts (misrouted commands are dead-lettered, cross-partition transfers move
-    through this partition's transit account)."""
+    The copy is what makes pipelining safe: the writer goes on deciding the next batch, mutating the
+    same cached account (and pending transfer) objects, while these rows commit."""
+
+    partition: int
+    epoch: int
+    accounts: list[tuple[object, ...]]
+    balances: list[tuple[str, int, int, int, int]]
+    transfers: list[tuple[object, ...]]
+    pending_states: list[tuple[str, str | None]]
+    rejections: list[tuple[str, str, str]]
+    outbox: list[tuple[object, ...]]
+    offsets: list[tuple[str, int, int]]
+    now_us: int
+
+
+def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
+    """The rows of one batch (pure; no I/O). Every account and transfer a batch writes lives on the batch's
+    partition: a writer never touches another partition's accounts (misrouted commands are
+    dead-lettered, cross-partition transfers move through this partition's transit account)."""
+    partition = outcome.partition
+    # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved
+    touched = sorted(
+        {a for c in outcome.changes for t in _transfers_of(c) for a in (t.debit_account_id, t.credit_account_id)}
+    )
+    accounts = [ledger.accounts[a] for a in touched]
+    return BatchRows(
+        partition=partition,
+        epoch=outcome.epoch,
+        accounts=[_account_record(a, partition) for a in outcome.new_accounts],
+        balances=[
+            (a.id, a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
+            for a in accounts
+        ],
+        transfers=[_transfer_record(c.transfer, partition) for c in outcome.changes if c.transfer is not None],
+        pending_states=[
+            (t.id, t.pending_state.value if t.pending_state else None)
+            for t in (c.pending_resolved for c in outcome.changes)
+            if t is not None
+        ],
+        rejections=[
+            (r.id, result.value, encode_request(r).decode())
+            for r, result in (c.rejection for c in outcome.changes if c.rejection is not None)
+        ],
+        outbox=[(partition, m.topic, m.kafka_partition, m.key, m.payload) for m in outcome.outbox],
+        offsets=[
+            (topic, kafka_partition, offset) for (topic, kafka_partition), offset in sorted(outcome.offsets.items())
+        ],
+        now_us=outcome.now_us,
+    )
+
+
+async def persist(conn: asyncpg.Connection, outcome: BatchOutcome, ledger: Ledger) -> None:
+    """Write one batch in one transaction, or nothing at all (and raise) if this writer is fenced."""
+    await write_rows(conn, prepare_rows(outcome, ledger))
+
+
+async def write_rows(conn: asyncpg.Connection, rows: BatchRows) -> None:
+    """One transaction: the epoch check (fencing), then every row of the batch, then its offsets."""
     async with conn.transaction():
-        await _check_epoch(conn, outcome.partition, outcome.epoch)
-        await _insert_accounts(conn, outcome.new_accounts, outcome.partition)
-        # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved
-        touched = sorted(
-            {a for c in outcome.changes for t in _transfers_of(c) for a in (t.debit_account_id, t.credit_account_id)}
-        )
-        await _write_balances(conn, [ledger.accounts[a] for a in touched])
-        await _insert_transfers(
-            conn, [c.transfer for c in outcome.changes if c.transfer is not None], outcome.partition
-        )
-        await _update_pending_states(conn, [c.pending_resolved for c in outcome.changes if c.pending_resolved])
-        rejections = [c.rejection for c in outcome.changes if c.rejection is not None]
-        await _insert_rejections(conn, outcome.partition, rejections, outcome.now_us)
-        await _insert_outbox(conn, outcome.partition, outcome.outbox)
-        await _store_offsets(conn, outcome.offsets)
+        await _check_epoch(conn, rows.partition, rows.epoch)
+        if rows.accounts:
+            await conn.copy_records_to_table("accounts", records=rows.accounts, columns=_ACCOUNT_COLUMNS)
+        await _write_balances(conn, rows.balances)
+        if rows.transfers:
+            await conn.copy_records_to_table("transfers", records=rows.transfers, columns=_TRANSFER_COLUMNS)
+        await _update_pending_states(conn, rows.pending_states)
+        await _insert_rejections(conn, rows.partition, rows.rejections, rows.now_us)
+        await _insert_outbox(conn, rows.outbox)
+        await _store_offsets(conn, rows.offsets)
         crash_point("ledger.before_commit")
 
 
@@ -154,24 +204,25 @@ async def _check_epoch(conn: asyncpg.Connection, partition: int, epoch: int) -> 
         raise FencedError(partition, epoch, current)
 
 
-async def _insert_accounts(conn: asyncpg.Connection, accounts: Sequence[Account], partition: int) -> None:
-    if not accounts:
-        return
-    await conn.execute(
-        """insert into accounts (id, partition, currency, owner, status, debits_must_not_exceed_credits,
-               credits_must_not_exceed_debits, internal, overdraft_limit_minor, created_at_us)
-           select * from unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bool[],
-                                $7::bool[], $8::bool[], $9::bigint[], $10::bigint[])""",
-        [a.id for a in accounts],
-        [partition] * len(accounts),
-        [a.currency for a in accounts],
-        [a.spec.owner for a in accounts],
-        [a.status.value for a in accounts],
-        [a.spec.flags.debits_must_not_exceed_credits for a in accounts],
-        [a.spec.flags.credits_must_not_exceed_debits for a in accounts],
-        [a.spec.flags.internal for a in accounts],
-        [a.spec.overdraft_limit_minor for a in accounts],
-        [a.created_at_us for a in accounts],
+_ACCOUNT_COLUMNS = (
+    "id", "partition", "currency", "owner", "status", "debits_must_not_exceed_credits",
+    "credits_must_not_exceed_debits", "internal", "overdraft_limit_minor", "created_at_us",
+)  # fmt: skip
+
+
+def _account_record(a: Account, partition: int) -> tuple[object, ...]:
+    flags = a.spec.flags
+    return (
+        a.id,
+        partition,
+        a.currency,
+        a.spec.owner,
+        a.status.value,
+        flags.debits_must_not_exceed_credits,
+        flags.credits_must_not_exceed_debits,
+        flags.internal,
+        a.spec.overdraft_limit_minor,
+        a.created_at_us,
     )
 
 
@@ -181,24 +232,18 @@ _BALANCE_WRITES_TABLE = """create temp table if not exists balance_writes (
 ) on commit delete rows"""
 
 
-async def _write_balances(conn: asyncpg.Connection, accounts: Sequence[Account]) -> None:
-    """The engine's balances for ``accounts``, in one binary COPY into a per-session scratch table and one
-    UPDATE joined to it (array parameters cost the client far more per value than COPY does).
+async def _write_balances(conn: asyncpg.Connection, balances: list[tuple[str, int, int, int, int]]) -> None:
+    """The engine's balances, in one binary COPY into a per-session scratch table and one UPDATE joined to
+    it (array parameters cost the client far more per value than COPY does).
 
     Row locks: the UPDATE locks each account row it writes. Only the partition's current writer ever
     writes its accounts, and writers of one partition are serialised by the epoch row each batch holds
     (``_check_epoch``), so no two transactions ever wait on each other for account rows: there is no
     lock order to get wrong and no deadlock is possible."""
-    if not accounts:
+    if not balances:
         return
     await conn.execute(_BALANCE_WRITES_TABLE)
-    await conn.copy_records_to_table(
-        "balance_writes",
-        records=[
-            (a.id, a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
-            for a in accounts
-        ],
-    )
+    await conn.copy_records_to_table("balance_writes", records=balances)
     await conn.execute(
         """update accounts a set debits_pending_minor = v.debits_pending_minor,
                                  debits_posted_minor = v.debits_posted_minor,
@@ -214,49 +259,40 @@ _TRANSFER_COLUMNS = (
 )  # fmt: skip
 
 
-async def _insert_transfers(conn: asyncpg.Connection, transfers: Sequence[Transfer], partition: int) -> None:
-    """Binary COPY: several times cheaper than an INSERT for the thousands of rows of a batch."""
-    if not transfers:
-        return
-    records = [
-        (
-            t.id,
-            partition,
-            t.request.mode.value,
-            t.request.kind.value,
-            t.debit_account_id,
-            t.credit_account_id,
-            t.amount_minor,
-            t.currency,
-            t.request.pending_id or None,
-            t.request.timeout_s,
-            t.expires_at_us,
-            t.pending_state.value if t.pending_state else None,
-            encode_request(t.request).decode(),
-            t.request.payment_ref,
-            t.applied_at_us,
-        )
-        for t in transfers
-    ]
-    await conn.copy_records_to_table("transfers", records=records, columns=_TRANSFER_COLUMNS)
+def _transfer_record(t: Transfer, partition: int) -> tuple[object, ...]:
+    request = t.request
+    return (
+        request.id,
+        partition,
+        request.mode.value,
+        request.kind.value,
+        t.debit_account_id,
+        t.credit_account_id,
+        t.amount_minor,
+        t.currency,
+        request.pending_id or None,
+        request.timeout_s,
+        t.expires_at_us,
+        t.pending_state.value if t.pending_state else None,
+        encode_request(request).decode(),
+        request.payment_ref,
+        t.applied_at_us,
+    )
 
 
-async def _update_pending_states(conn: asyncpg.Connection, resolved: Sequence[Transfer]) -> None:
-    if not resolved:
+async def _update_pending_states(conn: asyncpg.Connection, states: list[tuple[str, str | None]]) -> None:
+    if not states:
         return
     await conn.execute(
         """update transfers t set pending_state = v.state
            from unnest($1::text[], $2::text[]) as v(id, state) where t.id = v.id""",
-        [t.id for t in resolved],
-        [t.pending_state.value if t.pending_state else None for t in resolved],
+        [transfer_id for transfer_id, _ in states],
+        [state for _, state in states],
     )
 
 
 async def _insert_rejections(
-    conn: asyncpg.Connection,
-    partition: int,
-    rejections: Sequence[tuple[TransferRequest, TransferResult]],
-    now_us: int,
+    conn: asyncpg.Connection, partition: int, rejections: list[tuple[str, str, str]], now_us: int
 ) -> None:
     if not rejections:
         return
@@ -264,42 +300,34 @@ async def _insert_rejections(
         """insert into rejections (id, partition, result, request, rejected_at_us)
            select v.id, $2, v.result, v.request, $3
            from unnest($1::text[], $4::text[], $5::jsonb[]) as v(id, result, request)""",
-        [r.id for r, _ in rejections],
+        [transfer_id for transfer_id, _, _ in rejections],
         partition,
         now_us,
-        [res.value for _, res in rejections],
-        [encode_request(r).decode() for r, _ in rejections],
+        [result for _, result, _ in rejections],
+        [request for _, _, request in rejections],
     )
 
 
-async def _insert_outbox(conn: asyncpg.Connection, partition: int, messages: Sequence[OutboxMessage]) -> None:
+async def _insert_outbox(conn: asyncpg.Connection, records: list[tuple[object, ...]]) -> None:
     """Outbox rows, plus a NOTIFY that wakes the relay when (and only if) this transaction commits."""
-    if not messages:
+    if not records:
         return
-    await conn.execute(
-        """insert into outbox (partition, topic, kafka_partition, message_key, payload)
-           select $1, v.topic, v.kp, v.k, v.p
-           from unnest($2::text[], $3::int[], $4::bytea[], $5::bytea[]) as v(topic, kp, k, p)""",
-        partition,
-        [m.topic for m in messages],
-        [m.kafka_partition for m in messages],
-        [m.key for m in messages],
-        [m.payload for m in messages],
+    await conn.copy_records_to_table(
+        "outbox", records=records, columns=("partition", "topic", "kafka_partition", "message_key", "payload")
     )
     await conn.execute(NOTIFY_SQL)
 
 
-async def _store_offsets(conn: asyncpg.Connection, offsets: dict[tuple[str, int], int]) -> None:
+async def _store_offsets(conn: asyncpg.Connection, offsets: list[tuple[str, int, int]]) -> None:
     if not offsets:
         return
-    keys = sorted(offsets)
     await conn.execute(
         """insert into consumed_offsets (topic, kafka_partition, next_offset)
            select * from unnest($1::text[], $2::int[], $3::bigint[])
            on conflict (topic, kafka_partition) do update set next_offset = excluded.next_offset""",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [offsets[k] for k in keys],
+        [topic for topic, _, _ in offsets],
+        [kafka_partition for _, kafka_partition, _ in offsets],
+        [offset for _, _, offset in offsets],
     )
 
 

@@ -5,7 +5,8 @@ Connection-level failures of either are raised as ``TransientError`` so the writ
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncpg
@@ -31,33 +32,21 @@ _TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
 MEMO_ENTRIES_MAX = 500_000
 
 
-class PartitionOf:
-    """Which ledger partition each account of a loaded ledger lives on."""
-
-    def __init__(self, partition_count: int) -> None:
-        self.partition_count = partition_count
-        self._memo: dict[str, int] = {}
-
-    def __call__(self, account_id: str) -> int:
-        partition = self._memo.get(account_id)
-        if partition is None:
-            if len(self._memo) > MEMO_ENTRIES_MAX:
-                self._memo.clear()
-            partition = self._memo[account_id] = ledger_partition_for_account(account_id, self.partition_count)
-        return partition
-
-    def mapping(self, ledger: Ledger) -> dict[str, int]:
-        return {a: self(a) for a in ledger.accounts}
+def partition_lookup(partition_count: int) -> Callable[[str], int]:
+    """Which ledger partition an account lives on, memoised (the writer asks several times per
+    transfer; the hash itself is cheap, a Python-level call is not)."""
+    return functools.lru_cache(maxsize=MEMO_ENTRIES_MAX)(
+        functools.partial(ledger_partition_for_account, partition_count=partition_count)
+    )
 
 
 class PostgresLedgerStore:
     """The shard database, over two connections: one writes (batches, claims), one reads (loads), so the
     writer can load the next batch while the previous one commits."""
 
-    def __init__(self, dsn: str, topics: RailTopics, partition_of: PartitionOf) -> None:
+    def __init__(self, dsn: str, topics: RailTopics) -> None:
         self.dsn = dsn
         self.topics = topics
-        self.partition_of = partition_of
         self._conns: dict[str, asyncpg.Connection | None] = {"read": None, "write": None}
 
     @asynccontextmanager
@@ -90,7 +79,8 @@ class PostgresLedgerStore:
         async with self._connection("read") as conn:
             return await ledger_store.due_holds(conn, partition, now_us, limit)
 
-    async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None:
+    def prepare(self, batch: PartitionBatch, ledger: Ledger) -> ledger_store.BatchRows:
+        """The batch's rows, copied out of ``ledger`` now (the writer goes on mutating it afterwards)."""
         outcome = ledger_store.BatchOutcome(
             partition=batch.partition,
             epoch=batch.epoch,
@@ -116,8 +106,13 @@ class PostgresLedgerStore:
                 ),
             ],
         )
+        return ledger_store.prepare_rows(outcome, ledger)
+
+    async def write(self, prepared: object) -> None:
+        if not isinstance(prepared, ledger_store.BatchRows):
+            raise TypeError(f"write() takes what prepare() returned, not {type(prepared).__name__}")
         async with self._connection() as conn:
-            await ledger_store.persist(conn, outcome, ledger)
+            await ledger_store.write_rows(conn, prepared)
 
     def backend_pids(self) -> list[int]:
         """The PostgreSQL server processes of the open connections (benchmarks read their CPU time)."""

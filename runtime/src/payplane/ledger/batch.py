@@ -27,6 +27,7 @@ def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[
     """(account ids, transfer ids) a batch may consult; pending transfers' accounts load in a second step."""
     account_ids: set[str] = set()
     transfer_ids: set[str] = set()
+    currencies: set[str] = set()
     for command in commands:
         if isinstance(command, AccountSpec):
             account_ids.add(command.id)
@@ -34,9 +35,11 @@ def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[
         transfer_ids.add(command.id)
         if command.pending_id:
             transfer_ids.add(command.pending_id)
-        account_ids.update(a for a in (command.debit_account_id, command.credit_account_id) if a)
-        if command.currency:
-            account_ids.add(transit_account_id(command.currency, partition))
+        account_ids.add(command.debit_account_id)
+        account_ids.add(command.credit_account_id)
+        currencies.add(command.currency)
+    account_ids.update(transit_account_id(currency, partition) for currency in currencies if currency)
+    account_ids.discard("")
     return account_ids, transfer_ids
 
 
@@ -61,6 +64,14 @@ class AppliedBatch:
     outcomes: list[TransferOutcome] = field(default_factory=list)
     forwards: list[Forward] = field(default_factory=list)
     misrouted: list[Misrouted] = field(default_factory=list)
+
+    def extend(self, later: "AppliedBatch") -> None:
+        """Append what a later part of the same batch did (commands are applied in order)."""
+        self.new_accounts.extend(later.new_accounts)
+        self.changes.extend(later.changes)
+        self.outcomes.extend(later.outcomes)
+        self.forwards.extend(later.forwards)
+        self.misrouted.extend(later.misrouted)
 
 
 @dataclass

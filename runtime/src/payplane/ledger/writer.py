@@ -19,7 +19,7 @@ from typing import Final, Protocol
 
 from payplane.faults import crash_point
 from payplane.ledger.account_cache import AccountCache
-from payplane.ledger.batch import Command, Forward, PartitionOf, apply_batch, ids_to_load
+from payplane.ledger.batch import AppliedBatch, Command, Forward, PartitionOf, apply_batch, ids_to_load
 from payplane.ledger.codec import RequestDecodeError, decode_command_bytes
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import Account, BalanceChange
@@ -33,6 +33,9 @@ RETRY_BACKOFF_S_MIN: Final = 0.05
 RETRY_BACKOFF_S_MAX: Final = 5.0
 EXPIRY_SWEEP_INTERVAL_S: Final = 1.0
 EXPIRED_HOLDS_PER_SWEEP_MAX: Final = 1000
+# Deciding a batch is CPU work in this thread; every so many commands it yields to the event loop so the
+# previous batch's commit (another task) can read its last answer and send its next statement.
+YIELD_EVERY_COMMANDS: Final = 250
 
 
 class TransientError(Exception):
@@ -94,14 +97,45 @@ class LedgerStore(Protocol):
     async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
     async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger: ...
     async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]: ...
-    async def persist(self, batch: PartitionBatch, ledger: Ledger) -> None: ...
+    def prepare(self, batch: PartitionBatch, ledger: Ledger) -> object:
+        """Copy the batch's rows out of ``ledger`` now: the writer mutates it again before they commit."""
+        ...
+
+    async def write(self, prepared: object) -> None:
+        """Commit what ``prepare`` returned, in one transaction, or raise (``FencedError``, transient)."""
+        ...
 
 
 def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+@dataclass
+class _InFlight:
+    """The batch whose transaction is committing while the writer decides the next one."""
+
+    commit: asyncio.Task[None]
+    partition: int
+    records: list[CommandRecord]
+    ledger: Ledger
+
+
+class _PreviousBatchFailedError(Exception):
+    def __init__(self, failed: _InFlight, cause: TransientError) -> None:
+        super().__init__(str(cause))
+        self.failed = failed
+
+
 class LedgerWriter:
+    """Applies batches in a two-stage pipeline: while batch N's transaction commits, batch N+1 is fetched,
+    decoded and decided in memory on top of N's (not yet committed) effects; N+1 is written only once N
+    has committed. If N fails, N+1's decisions are dropped and both are applied again from the database.
+
+    At most one batch is in flight, so the only uncommitted state the next batch can see is the previous
+    batch's: its accounts (the cache holds the very objects it mutated) and its transfers and refusals
+    (overlaid on what the next batch loads). Rows are copied out of the ledger before their commit starts
+    (``LedgerStore.prepare``), so deciding the next batch never changes what the previous one writes."""
+
     def __init__(
         self,
         *,
@@ -121,7 +155,7 @@ class LedgerWriter:
         self.store = store
         self.commands = log_
         self.epochs: dict[int, int] = {}
-        self.applied_records = 0
+        self.applied_records = 0  # committed
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
         self._next_sweep_at = 0.0
@@ -129,6 +163,7 @@ class LedgerWriter:
         self._fetch_backoff_s = RETRY_BACKOFF_S_MIN
         self.observer: WriterObserver = observer or _IgnoreObserver()
         self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
+        self._in_flight: _InFlight | None = None
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -136,11 +171,14 @@ class LedgerWriter:
         await self.commands.seek(await self.store.positions(self.topic, self.partitions))
 
     async def run_once(self) -> int:
-        """Fetch one batch and apply it; returns the number of records consumed (0 while Kafka is away)."""
+        """Fetch one batch and decide it (committing the previous one meanwhile); returns the number of
+        records consumed. A batch that is not full (the writer has caught up) is committed before
+        returning; a full one stays in flight while the next is fetched and decided."""
         try:
             records = await self.commands.fetch(self.batch_records_max, FETCH_TIMEOUT_MS)
         except TransientError as exc:
             log.warning("commands topic unavailable, retrying in %.2fs: %s", self._fetch_backoff_s, exc)
+            await self.drain()
             await asyncio.sleep(self._fetch_backoff_s)
             self._fetch_backoff_s = min(self._fetch_backoff_s * 2, RETRY_BACKOFF_S_MAX)
             return 0
@@ -150,15 +188,27 @@ class LedgerWriter:
             by_partition[record.partition].append(record)
         for partition, partition_records in sorted(by_partition.items()):
             await self._with_retries(partition, partition_records)
-        self.applied_records += len(records)
+        if len(records) < self.batch_records_max:
+            await self.drain()  # caught up: no next batch to overlap with, so commit now
         if time.monotonic() >= self._next_sweep_at:
             self._next_sweep_at = time.monotonic() + self.expiry_sweep_interval_s
+            await self.drain()
             for partition in self.partitions:
                 await self.expire_due_holds(partition, _now_us())
         return len(records)
 
+    async def drain(self) -> None:
+        """Commit the batch in flight, if any (applying it again after a transient failure)."""
+        while True:
+            try:
+                await self._settle()
+                return
+            except _PreviousBatchFailedError as failure:
+                await self._with_retries(failure.failed.partition, failure.failed.records)
+
     async def expire_due_holds(self, partition: int, now_us: int) -> int:
         """Release holds whose timeout has passed (one transaction per sweep); returns how many."""
+        await self.drain()
         due = await self.store.due_holds(partition, now_us, EXPIRED_HOLDS_PER_SWEEP_MAX)
         if not due:
             return 0
@@ -173,7 +223,7 @@ class LedgerWriter:
                 if c.pending_resolved is not None
             ]
             batch = PartitionBatch(partition, self.epochs[partition], now_us, [], changes, outcomes, [], None)
-            await self.store.persist(batch, ledger)
+            await self.store.write(self.store.prepare(batch, ledger))
         except BaseException:
             self.cache.clear()  # the in-memory accounts may be ahead of the database now
             raise
@@ -182,6 +232,18 @@ class LedgerWriter:
 
     async def _load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
         ledger = await self.store.load(self.cache.missing(account_ids), transfer_ids)
+        in_flight = self._in_flight
+        if in_flight is not None:
+            # what the batch in flight created or changed may not be committed (nor visible) yet
+            recent = in_flight.ledger
+            for transfer_id in transfer_ids:
+                transfer = recent.transfers.get(transfer_id)
+                if transfer is not None:
+                    ledger.transfers[transfer_id] = transfer
+                    account_ids.update((transfer.debit_account_id, transfer.credit_account_id))
+                rejection = recent.rejections.get(transfer_id)
+                if rejection is not None:
+                    ledger.rejections[transfer_id] = rejection
         self.cache.fill(ledger, account_ids)
         return ledger
 
@@ -193,6 +255,10 @@ class LedgerWriter:
             try:
                 await self._apply_partition(partition, records, attempts)
                 return
+            except _PreviousBatchFailedError as failure:
+                # the previous batch did not commit: this one was decided on top of it, so both go again
+                log.warning("partition %s: previous batch failed (%s); applying both again", partition, failure)
+                await self._with_retries(failure.failed.partition, failure.failed.records)
             except TransientError as exc:
                 log.warning(
                     "partition %s: transient failure (attempt %s), retrying in %.2fs: %s",
@@ -207,15 +273,17 @@ class LedgerWriter:
     async def _apply_partition(self, partition: int, records: list[CommandRecord], attempts: int) -> None:
         record_of: dict[int, CommandRecord] = {}
         commands: list[Command] = []
-        for record in records:
+        for index, record in enumerate(records):
+            if index % YIELD_EVERY_COMMANDS == YIELD_EVERY_COMMANDS - 1:
+                await asyncio.sleep(0)  # let the batch in flight send its next statement
             command = await self._decode_or_dead_letter(record, attempts)
             if command is not None:
                 commands.append(command)
                 record_of[id(command)] = record
         account_ids, transfer_ids = ids_to_load(commands, partition)
-        ledger = await self._load(account_ids, transfer_ids)
         try:
-            await self._decide_and_persist(
+            ledger = await self._load(account_ids, transfer_ids)
+            prepared, applied, now_us = await self._decide(
                 partition=partition,
                 records=records,
                 commands=commands,
@@ -223,13 +291,16 @@ class LedgerWriter:
                 ledger=ledger,
                 attempts=attempts,
             )
+            await self._settle()  # the previous batch commits before this one may be written
         except BaseException:
             self.cache.clear()  # the in-memory accounts may be ahead of the database now
             raise
         self.cache.remember(ledger)
-        crash_point("ledger.after_commit")
+        results = Counter(o.result for o in applied.outcomes)
+        commit = asyncio.create_task(self._commit(prepared, partition, records, results, now_us))
+        self._in_flight = _InFlight(commit, partition, records, ledger)
 
-    async def _decide_and_persist(
+    async def _decide(
         self,
         *,
         partition: int,
@@ -238,10 +309,15 @@ class LedgerWriter:
         record_of: dict[int, CommandRecord],
         ledger: Ledger,
         attempts: int,
-    ) -> None:
-        started_s = time.monotonic()
+    ) -> tuple[object, AppliedBatch, int]:
         now_us = _now_us()
-        applied = apply_batch(ledger, commands, partition=partition, partition_of=self.partition_of, now_us=now_us)
+        applied = AppliedBatch()
+        for start in range(0, len(commands), YIELD_EVERY_COMMANDS):
+            chunk = commands[start : start + YIELD_EVERY_COMMANDS]
+            applied.extend(
+                apply_batch(ledger, chunk, partition=partition, partition_of=self.partition_of, now_us=now_us)
+            )
+            await asyncio.sleep(0)  # let the batch in flight send its next statement
         for misrouted in applied.misrouted:
             await self.commands.dead_letter(
                 record_of[id(misrouted.command)], f"misrouted: {misrouted.reason}", attempts
@@ -256,14 +332,32 @@ class LedgerWriter:
             forwards=applied.forwards,
             next_offset=(self.topic, partition, records[-1].offset + 1),
         )
-        await self.store.persist(batch, ledger)
+        return self.store.prepare(batch, ledger), applied, now_us
+
+    async def _commit(
+        self, prepared: object, partition: int, records: list[CommandRecord], results: Counter[str], now_us: int
+    ) -> None:
+        await self.store.write(prepared)
+        crash_point("ledger.after_commit")
+        self.applied_records += len(records)
         self.observer.batch_applied(
-            partition,
-            len(records),
-            Counter(o.result for o in applied.outcomes),
-            time.monotonic() - started_s,
-            records[-1].offset + 1,
+            partition, len(records), results, max(0.0, (_now_us() - now_us) / 1e6), records[-1].offset + 1
         )
+
+    async def _settle(self) -> None:
+        """Wait for the batch in flight to commit. A transient failure becomes ``_PreviousBatchFailedError``
+        (with the batch's records, to apply again); ``FencedError`` and the rest pass through."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        try:
+            await in_flight.commit
+        except TransientError as exc:
+            self.cache.clear()
+            raise _PreviousBatchFailedError(in_flight, exc) from exc
+        except BaseException:
+            self.cache.clear()
+            raise
 
     async def _decode_or_dead_letter(self, record: CommandRecord, attempts: int) -> Command | None:
         try:

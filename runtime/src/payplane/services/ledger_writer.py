@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE, FencedError
-from payplane.adapters.ledger_writer_io import KafkaCommandLog, PartitionOf, PostgresLedgerStore
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter
@@ -93,14 +93,14 @@ async def run(config: WriterConfig) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     commands = KafkaCommandLog(config.bootstrap, topics, CONSUMER_ROLE, config.partitions)
-    store = PostgresLedgerStore(config.dsn, topics, PartitionOf(config.partition_count))
+    store = PostgresLedgerStore(config.dsn, topics)
     writer = LedgerWriter(
         topic=topics.ledger_commands,
         partitions=config.partitions,
         writer_id=config.writer_id,
         store=store,
         log_=commands,
-        partition_of=PartitionOf(config.partition_count),
+        partition_of=partition_lookup(config.partition_count),
         batch_records_max=config.batch_records_max,
         observer=metrics,
     )
@@ -116,6 +116,7 @@ async def run(config: WriterConfig) -> int:
         log.info("writer %s owns partitions %s (epochs %s)", config.writer_id, config.partitions, writer.epochs)
         while not stopping.is_set():
             await writer.run_once()
+        await writer.drain()  # the batch in flight commits before the writer stops
         return 0
     except FencedError as exc:
         log.error("%s", exc)
