@@ -217,6 +217,20 @@ async def test_auth_tenancy_and_bad_input_map_to_grpc_statuses(rail: Rail, chann
             "parameter_invalid",
         ),
     ]
+    cases += [  # the review desk is for admin keys only, over gRPC as over REST
+        (
+            stub.ListReviews(pb.ListPaymentsRequest(), metadata=auth(a)),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "admin_required",
+        ),
+        (
+            stub.ApprovePayment(
+                pb.ReviewPaymentRequest(idempotency=idem(), payment_id=created.payment.id), metadata=auth(a)
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "admin_required",
+        ),
+    ]
     for call, expected_status, expected_code in cases:
         status, error = await refused(call)
         assert (status, error["code"]) == (expected_status, expected_code), error

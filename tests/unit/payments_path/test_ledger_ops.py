@@ -59,3 +59,21 @@ def test_holds_for_review_and_expiry() -> None:
     expired = expire_hold(authorized)
     assert (expired.payment.status, expired.failure_code) == (PaymentStatus.CANCELED, "authorization_expired")
     assert expire_hold(expired.payment).changed is False
+
+
+def test_review_decisions_resolve_through_the_hold() -> None:
+    in_review = Payment("pay_1", 1000, "EUR", status=PaymentStatus.REQUIRES_REVIEW)
+    post = LedgerOp("pay_1.capture", OpKind.CAPTURE, "pay_1", None)
+    approved = resolve(in_review, post, "ok", review=True, pending_action="approve")
+    assert (approved.payment.status, approved.payment.captured_minor) == (PaymentStatus.SUCCEEDED, 1000)
+    assert approved.clear_pending_action
+
+    void = LedgerOp("pay_1.void", OpKind.VOID, "pay_1", None)
+    rejected = resolve(in_review, void, "ok", review=True, pending_action="reject")
+    assert (rejected.payment.status, rejected.failure_code) == (PaymentStatus.CANCELED, "review_rejected")
+    canceled = resolve(in_review, void, "ok", review=True, pending_action="cancel")  # the client's own cancel
+    assert (canceled.payment.status, canceled.failure_code) == (PaymentStatus.CANCELED, "")
+
+    refused = resolve(in_review, post, "pending_transfer_expired", review=True, pending_action="approve")
+    assert (refused.payment.status, refused.failure_code) == (PaymentStatus.REQUIRES_REVIEW, "pending_transfer_expired")
+    assert refused.clear_pending_action

@@ -23,6 +23,8 @@ from asyncpg.pool import PoolConnectionProxy
 from payplane.payments.errors import ApiError
 from payplane.payments.fraud import Evaluation, Verdict
 from payplane.payments.ledger_ops import (
+    REVIEW_APPROVE,
+    REVIEW_REJECT,
     AccountType,
     LedgerOp,
     OpKind,
@@ -416,6 +418,45 @@ class PaymentsStore:
         )
         return _row(updated)
 
+    async def review_decision(self, conn: Conn, payment_id: str, approve: bool) -> dict[str, Any]:
+        """An admin's decision on a payment in review (any client's). Approving a manual-capture payment
+        makes it ``authorized`` at once (its hold stays); approving an automatic one posts the hold;
+        rejecting voids it. The outcome arrives from the ledger like any other."""
+        row = await conn.fetchrow(f"select {PAYMENT_COLUMNS} from payments where id = $1 for update", payment_id)
+        if row is None:
+            raise ApiError("resource_missing", f"no such payment: {payment_id!r}", "id")
+        if row["pending_action"]:
+            raise ApiError("payment_action_pending", f"a {row['pending_action']} of this payment is in progress")
+        payment = state_of(row)
+        try:
+            decided = apply(payment, Event(EventKind.APPROVE if approve else EventKind.REJECT))
+        except IllegalTransitionError as exc:
+            raise ApiError("payment_state_invalid", str(exc)) from None
+        at = now_us()
+        if decided.status is PaymentStatus.AUTHORIZED:  # manual capture: the client captures later
+            updated = _row(
+                await conn.fetchrow(
+                    f"update payments set status = $2, updated_at_us = $3 where id = $1 returning {PAYMENT_COLUMNS}",
+                    payment.id,
+                    decided.status.value,
+                    at,
+                )
+            )
+            await self._payment_event(conn, updated)
+            return updated
+        kind, action = (OpKind.CAPTURE, REVIEW_APPROVE) if approve else (OpKind.VOID, REVIEW_REJECT)
+        suffix = "capture" if approve else "void"
+        op = LedgerOp(f"{payment.id}.{suffix}", kind, payment.id, None)
+        accounts = PaymentAccounts(row["source_account_id"], row["destination_account_id"])
+        await self._request(conn, op, payment, accounts, at)
+        requested = await conn.fetchrow(
+            f"update payments set pending_action = $2, updated_at_us = $3 where id = $1 returning {PAYMENT_COLUMNS}",
+            payment.id,
+            action,
+            at,
+        )
+        return _row(requested)
+
     async def create_refund(
         self, conn: Conn, client_id: str, payment_id: str, amount_minor: int | None
     ) -> dict[str, Any]:
@@ -478,6 +519,22 @@ class PaymentsStore:
                 client_id,
                 limit + 1,
             )
+        return [dict(r) for r in rows[:limit]], len(rows) > limit
+
+    async def list_reviews(self, limit: int, starting_after: str) -> tuple[list[dict[str, Any]], bool]:
+        """Every client's payments waiting for a review decision, oldest first."""
+        after_seq = 0
+        if starting_after:
+            found = await self.pool.fetchval("select seq from payments where id = $1", starting_after)
+            if found is None:
+                raise ApiError("resource_missing", f"no such payment: {starting_after!r}", "starting_after")
+            after_seq = found
+        rows = await self.pool.fetch(
+            f"select {PAYMENT_COLUMNS} from payments where status = 'requires_review' and seq > $1"
+            " order by seq limit $2",
+            after_seq,
+            limit + 1,
+        )
         return [dict(r) for r in rows[:limit]], len(rows) > limit
 
     async def account(self, client_id: str, account_id: str) -> dict[str, Any] | None:
@@ -609,7 +666,7 @@ class _OutcomeBatch:
                 return  # a redelivered outcome: already applied
             resolution = expire_hold(payment)
         else:
-            resolution = resolve(payment, op, outcome.result, row["review"])
+            resolution = resolve(payment, op, outcome.result, row["review"], row["pending_action"])
         op_row["result"], op_row["resolved_at_us"] = outcome.result, at
         self.dirty_ops.add(op.transfer_id)
         self._store(row, op, resolution, at, events_topic)

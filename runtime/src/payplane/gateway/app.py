@@ -32,6 +32,7 @@ ERROR_METADATA_KEY: Final = "payplane-error"
 RPC_TIMEOUT_S: Final = 10.0
 AUTH_CACHE_S: Final = 5.0  # a revoked key stops working within this long
 JSON: Final = "application/json"
+ADMIN_ROLE: Final = "admin"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -200,6 +201,9 @@ class Gateway:
         app.router.add_post("/v1/payments/{id}/capture", self.capture_payment)
         app.router.add_post("/v1/payments/{id}/cancel", self.cancel_payment)
         app.router.add_post("/v1/refunds", self.create_refund)
+        app.router.add_get("/v1/reviews", self.list_reviews)
+        app.router.add_post("/v1/payments/{id}/approve", self.approve_payment)
+        app.router.add_post("/v1/payments/{id}/reject", self.reject_payment)
         return app
 
     # --- middleware -------------------------------------------------------------------------------
@@ -304,6 +308,12 @@ class Gateway:
     def _json(value: object, replayed: bool = False) -> web.Response:
         headers = {"Idempotent-Replayed": "true"} if replayed else None
         return web.Response(body=_dumps(value), status=200, content_type=JSON, headers=headers)
+
+    @staticmethod
+    def _require_admin(request: web.Request) -> None:
+        principal: Principal = request["principal"]
+        if principal.role != ADMIN_ROLE:
+            raise ApiError("admin_required", "this operation needs an API key with the admin role")
 
     @staticmethod
     def _path_id(request: web.Request) -> str:
@@ -417,3 +427,38 @@ class Gateway:
         )
         answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
         return self._json(render_refund(answer.refund), answer.replayed)
+
+    # --- admin: fraud review ----------------------------------------------------------------------
+
+    async def list_reviews(self, request: web.Request) -> web.Response:
+        self._require_admin(request)
+        query = schema.validate_query(dict(request.query), schema.LIST_QUERY)
+        message = pb.ListPaymentsRequest(
+            caller=self._caller(request), limit=query.get("limit", 10), starting_after=query.get("starting_after", "")
+        )
+        answer = await self.workers.stub().ListReviews(message, timeout=RPC_TIMEOUT_S)
+        return self._json(
+            {
+                "object": "list",
+                "data": [render_payment(p) for p in answer.data],
+                "has_more": answer.has_more,
+                "url": "/v1/reviews",
+            }
+        )
+
+    async def approve_payment(self, request: web.Request) -> web.Response:
+        return await self._review(request, approve=True)
+
+    async def reject_payment(self, request: web.Request) -> web.Response:
+        return await self._review(request, approve=False)
+
+    async def _review(self, request: web.Request, approve: bool) -> web.Response:
+        self._require_admin(request)
+        _values, idem = await self._post_body(request, schema.REVIEW_PAYMENT)
+        message = pb.ReviewPaymentRequest(
+            caller=self._caller(request), idempotency=idem, payment_id=self._path_id(request)
+        )
+        stub = self.workers.stub()
+        call = stub.ApprovePayment if approve else stub.RejectPayment
+        answer = await call(message, timeout=RPC_TIMEOUT_S)
+        return self._json(render_payment(answer.payment), answer.replayed)

@@ -21,7 +21,14 @@ from google.protobuf.message import Message
 
 from payplane._gen.v1 import payments_pb2 as pb
 from payplane.gateway import schema
-from payplane.gateway.app import ERROR_METADATA_KEY, RPC_TIMEOUT_S, Gateway, RateLimitedError, _error_from_rpc
+from payplane.gateway.app import (
+    ADMIN_ROLE,
+    ERROR_METADATA_KEY,
+    RPC_TIMEOUT_S,
+    Gateway,
+    RateLimitedError,
+    _error_from_rpc,
+)
 from payplane.payments.errors import ApiError
 
 log = logging.getLogger("payplane.gateway.grpc")
@@ -31,6 +38,7 @@ AUTHORIZATION_KEY: Final = "authorization"
 # fields that carry free text (longer) rather than ids or codes
 TEXT_FIELDS: Final = frozenset({"description"})
 WAIT_MS_MAX: Final = 10_000
+ADMIN_METHODS: Final = frozenset({"ListReviews", "ApprovePayment", "RejectPayment"})
 
 Unary = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]
 
@@ -97,6 +105,8 @@ class PublicPaymentService:
 
     async def _forward(self, method: str, request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         principal = await self.gateway.admit(_metadata(context, AUTHORIZATION_KEY))
+        if method in ADMIN_METHODS and principal.role != ADMIN_ROLE:
+            raise ApiError("admin_required", "this operation needs an API key with the admin role")
         check_field_sizes(request)
         request.caller.CopyFrom(pb.Caller(client_id=principal.client_id))  # type: ignore[attr-defined]
         if "idempotency" in request.DESCRIPTOR.fields_by_name:

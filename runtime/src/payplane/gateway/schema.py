@@ -90,6 +90,7 @@ CREATE_PAYMENT: Final = (
 )
 CAPTURE_PAYMENT: Final = (_amount("amount_to_capture", "Part of the authorized amount to capture (default: all)."),)
 CANCEL_PAYMENT: Final = ()
+REVIEW_PAYMENT: Final = ()
 CREATE_REFUND: Final = (
     Field("payment", "string", "The payment to refund (pay_...).", required=True, max_length=ID_MAX),
     _amount("amount", "Amount to refund (default: everything still refundable)."),
@@ -193,7 +194,7 @@ RESPONSE_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
             "amount_captured": {"type": "integer", "minimum": 0},
             "amount_refunded": {"type": "integer", "minimum": 0},
             "failure_code": _NULLABLE_STRING,
-            "pending_action": {"type": ["string", "null"], "enum": ["capture", "cancel", None]},
+            "pending_action": {"type": ["string", "null"], "enum": ["capture", "cancel", "approve", "reject", None]},
             "description": {"type": "string"},
             "created": _TIMESTAMP,
         },
@@ -319,6 +320,33 @@ ROUTES: Final = (
         "Refund",
         CREATE_REFUND,
         errors=(400, 401, 404, 409, 422, 429, 503),
+    ),
+    Route(
+        "get",
+        "/v1/reviews",
+        "listReviews",
+        "Admin: payments waiting for a review decision, oldest first",
+        "PaymentList",
+        query=LIST_QUERY,
+        errors=(400, 401, 403, 404, 429, 503),
+    ),
+    Route(
+        "post",
+        "/v1/payments/{id}/approve",
+        "approvePayment",
+        "Admin: approve a payment in review (its hold is posted, or kept for a manual capture)",
+        "Payment",
+        REVIEW_PAYMENT,
+        errors=(400, 401, 403, 404, 409, 422, 429, 503),
+    ),
+    Route(
+        "post",
+        "/v1/payments/{id}/reject",
+        "rejectPayment",
+        "Admin: reject a payment in review (its hold is voided; it ends canceled, review_rejected)",
+        "Payment",
+        REVIEW_PAYMENT,
+        errors=(400, 401, 403, 404, 409, 422, 429, 503),
     ),
 )
 

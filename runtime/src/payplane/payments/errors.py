@@ -14,6 +14,7 @@ class ErrorType(StrEnum):
     INVALID_REQUEST = "invalid_request_error"
     IDEMPOTENCY = "idempotency_error"
     AUTHENTICATION = "authentication_error"
+    PERMISSION = "permission_error"
     RATE_LIMIT = "rate_limit_error"
     API = "api_error"
 
@@ -40,6 +41,7 @@ CODES: Final[dict[str, tuple[ErrorType, int, str]]] = {
     "idempotency_key_reused": (ErrorType.IDEMPOTENCY, 422, "INVALID_ARGUMENT"),
     "api_key_missing": (ErrorType.AUTHENTICATION, 401, "UNAUTHENTICATED"),
     "api_key_invalid": (ErrorType.AUTHENTICATION, 401, "UNAUTHENTICATED"),
+    "admin_required": (ErrorType.PERMISSION, 403, "PERMISSION_DENIED"),
     "rate_limited": (ErrorType.RATE_LIMIT, 429, "RESOURCE_EXHAUSTED"),
     "service_unavailable": (ErrorType.API, 503, "UNAVAILABLE"),
     "internal_error": (ErrorType.API, 500, "INTERNAL"),

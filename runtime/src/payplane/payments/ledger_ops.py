@@ -93,6 +93,10 @@ def initial_op(payment: Payment, hold: bool) -> LedgerOp:
     return LedgerOp(payment.id, kind, payment.id, payment.amount_minor)
 
 
+REVIEW_APPROVE: Final = "approve"  # pending actions of an admin's review decision
+REVIEW_REJECT: Final = "reject"
+
+
 def needs_hold(capture_method: CaptureMethod, review: bool) -> bool:
     return capture_method is CaptureMethod.MANUAL or review
 
@@ -167,11 +171,15 @@ class Resolution:
     changed: bool = True
 
 
-def resolve(payment: Payment, op: LedgerOp, result: str, review: bool) -> Resolution:  # noqa: PLR0911 - one return per (kind, result)
+def resolve(  # noqa: PLR0911 - one return per (kind, result)
+    payment: Payment, op: LedgerOp, result: str, review: bool, pending_action: str = ""
+) -> Resolution:
     """Apply the ledger's ``result`` for ``op`` to ``payment``.
 
-    Never raises: an outcome that no longer fits the payment's state (a late duplicate, a hold that
-    expired after it was captured) is recorded as unchanged.
+    A capture of a payment in review is an admin's approval and a void with ``pending_action``
+    ``reject`` is an admin's rejection (``review_rejected``). Never raises: an outcome that no longer
+    fits the payment's state (a late duplicate, a hold that expired after it was captured) is recorded
+    as unchanged.
     """
     ok = result in SUCCESS_RESULTS
     try:
@@ -182,13 +190,19 @@ def resolve(payment: Payment, op: LedgerOp, result: str, review: bool) -> Resolu
                 return Resolution(apply(payment, Event(EventKind.LEDGER_POSTED)))
             kind = EventKind.REVIEW_REQUIRED if review else EventKind.LEDGER_HELD
             return Resolution(apply(payment, Event(kind)))
+        in_review = payment.status is PaymentStatus.REQUIRES_REVIEW
         if op.kind is OpKind.CAPTURE:
             if not ok:
                 return Resolution(payment, failure_code=result, clear_pending_action=True)
-            return Resolution(apply(payment, Event(EventKind.CAPTURE, op.amount_minor)), clear_pending_action=True)
+            event = Event(EventKind.APPROVE) if in_review else Event(EventKind.CAPTURE, op.amount_minor)
+            return Resolution(apply(payment, event), clear_pending_action=True)
         if op.kind is OpKind.VOID:
             if not ok:
                 return Resolution(payment, failure_code=result, clear_pending_action=True)
+            if in_review and pending_action == REVIEW_REJECT:
+                return Resolution(
+                    apply(payment, Event(EventKind.REJECT)), failure_code="review_rejected", clear_pending_action=True
+                )
             return Resolution(apply(payment, Event(EventKind.CANCEL)), clear_pending_action=True)
         if not ok:
             return Resolution(payment, failure_code=result, refund_status=RefundStatus.FAILED)

@@ -413,6 +413,43 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
 
         return await self._guard(context, call)
 
+    # --- admin review -----------------------------------------------------------------------------
+
+    async def ListReviews(  # noqa: N802
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListPaymentsResponse:
+        async def call() -> pb.ListPaymentsResponse:
+            _client(request.caller)
+            limit = request.limit or 10
+            if not 1 <= limit <= LIST_LIMIT_MAX:
+                raise ApiError("parameter_invalid", f"limit must be within 1..{LIST_LIMIT_MAX}", "limit")
+            rows, has_more = await self.store.list_reviews(limit, request.starting_after)
+            return pb.ListPaymentsResponse(data=[payment_message(r) for r in rows], has_more=has_more)
+
+        return await self._guard(context, call)
+
+    async def _review(
+        self, request: pb.ReviewPaymentRequest, context: grpc.aio.ServicerContext[Any, Any], approve: bool
+    ) -> pb.PaymentResponse:
+        async def call() -> pb.PaymentResponse:
+            async def body(conn: Conn, _admin_client_id: str) -> bytes:
+                row = await self.store.review_decision(conn, request.payment_id, approve)
+                return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
+
+            return await self._idempotent(request, body, pb.PaymentResponse)
+
+        return await self._guard(context, call)
+
+    async def ApprovePayment(  # noqa: N802
+        self, request: pb.ReviewPaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PaymentResponse:
+        return await self._review(request, context, approve=True)
+
+    async def RejectPayment(  # noqa: N802
+        self, request: pb.ReviewPaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PaymentResponse:
+        return await self._review(request, context, approve=False)
+
     # --- accounts ---------------------------------------------------------------------------------
 
     async def CreateAccount(  # noqa: N802
