@@ -436,7 +436,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
                 row = await self.store.review_decision(conn, request.payment_id, approve)
                 return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
 
-            return await self._idempotent(request, body, pb.PaymentResponse)
+            return await self._idempotent(request, self._in_transaction(body), pb.PaymentResponse)
 
         return await self._guard(context, call)
 
