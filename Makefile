@@ -81,12 +81,16 @@ test-integration: infra-up ## integration tier (real infrastructure)
 	$(BIN)/pytest tests/integration
 
 .PHONY: bench
-bench: bench-ledger bench-operator ## every benchmark (figures and how to read them: docs/benchmarks.md)
+bench: bench-ledger bench-operator bench-payments ## every benchmark (figures and how to read them: docs/benchmarks.md)
 
 .PHONY: bench-ledger
 bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000, uniform and hot account, per-transfer baseline
 	$(BIN)/python -m tests.bench.ledger_bench --transfers 20000 --patterns uniform hot \
 	  --batches 1 100 1000 --modes writer set-based per-transfer
+
+.PHONY: bench-payments
+bench-payments: infra-up ## end to end through gateway, worker and ledger: payments/s accepted and settled, latencies at max and half rate
+	$(BIN)/python -m tests.bench.payments_bench --duration-s 20 --concurrency 64 --writers 1 --workers 1 --gateways 1
 
 .PHONY: bench-operator
 bench-operator: infra-up ## operator: time from kubectl apply to Ready (rail + 2 shards), memory with 100 rails

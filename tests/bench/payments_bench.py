@@ -1,0 +1,500 @@
+"""End-to-end payment benchmark (``make bench-payments``): REST gateway → SPIFFE-mTLS gRPC → payment worker →
+outbox → Kafka → ledger writer(s) → outcomes → payment worker, all real processes on the shared local
+infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
+
+1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
+   waits until the ledger has opened them.
+2. **Max rate**: a closed loop of ``--concurrency`` in-flight POST /v1/payments (aiohttp, a fresh
+   Idempotency-Key on every POST) for ``--duration-s`` or ``--payments-max`` payments, whichever ends
+   first; then waits (bounded) until every accepted payment is settled.
+3. **Half rate**: an open loop at half the settled rate of step 2, latency measured from each
+   request's scheduled start (no coordinated omission).
+4. Replays a sample of keys (every answer must be the original payment), runs ``ledger verify`` and
+   checks counts: every accepted payment succeeded exactly once in the payments database and has
+   exactly one posted transfer in the ledger; nothing else was created.
+
+"Settled" means the payment's status is ``succeeded`` and the ledger holds its transfer;
+accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker stamps both: the
+acceptance, and the moment it applied the ledger's answer). Settled/s is the number settled divided
+by the time from the first acceptance to the last settlement, so a ledger that lags the gateway
+shows up as a lower figure. CPU seconds of every payplane process (from /proc) are reported per
+payment, to show where the time goes.
+"""
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import random
+import resource
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import asyncpg
+
+from payplane.adapters.ledger_verify import verify
+from payplane.devinfra.endpoints import read_endpoints
+from payplane.devinfra.settings import load_settings
+from payplane.devinfra.spire_cli import SpireServerCli
+from tests.integration.payments.rail_stack import PARTITIONS, Client, Procs, rail_stack
+from tests.integration.test_spire import Spire
+
+SETTLE_TIMEOUT_S: Final = 120.0
+LEDGER_OPEN_TIMEOUT_S: Final = 60.0
+REPLAY_SAMPLE: Final = 200
+AMOUNT_MINOR: Final = 1250
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Layout:
+    ledger_writers: int
+    payment_workers: int
+    gateways: int
+
+
+@dataclass
+class Rail:
+    """The running path: its databases, clients, gateway URLs and the pid of every process by role."""
+
+    payments_dsn: str
+    ledger_dsn: str
+    clients: list[Client]
+    base_urls: list[str]
+    pids: dict[str, int]
+    log_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
+
+
+def _spire(endpoints: Mapping[str, str]) -> Spire:
+    return Spire(
+        cli=SpireServerCli(
+            Path(endpoints["PAYPLANE_SPIRE_SERVER_BIN"]), Path(endpoints["PAYPLANE_SPIRE_SERVER_SOCKET"])
+        ),
+        trust_domain=endpoints["PAYPLANE_SPIRE_TRUST_DOMAIN"],
+        node_id=endpoints["PAYPLANE_SPIRE_NODE_ID"],
+        endpoint_socket=endpoints["SPIFFE_ENDPOINT_SOCKET"],
+    )
+
+
+@asynccontextmanager
+async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIterator[Rail]:
+    """A fresh rail: ``layout.ledger_writers`` writers splitting the partitions, payment workers, and
+    gateways that each balance over every worker; no per-client rate limit in the way."""
+    procs = Procs()
+    async with rail_stack(
+        spire=_spire(endpoints),
+        procs=procs,
+        postgres_dsn=endpoints["PAYPLANE_POSTGRES_DSN"],
+        bootstrap=endpoints["KAFKA_BOOTSTRAP"],
+        redis_url=endpoints["PAYPLANE_REDIS_URL"],
+        prefix="bench",
+    ) as stack:
+        stack.gateway_env.update({"PAYPLANE_RATE_PER_S": "1000000", "PAYPLANE_RATE_BURST": "1000000"})
+        pids: dict[str, int] = {}
+        for n in range(layout.ledger_writers):
+            owned = ",".join(str(p) for p in range(n, PARTITIONS, layout.ledger_writers))
+            pids[f"ledger-writer-{n}"] = stack.spawn_writer(PAYPLANE_LEDGER_PARTITIONS=owned).pid
+        worker_ports = []
+        for n in range(layout.payment_workers):
+            proc, port = await asyncio.to_thread(stack.spawn_worker)
+            pids[f"payment-worker-{n}"] = proc.pid
+            worker_ports.append(port)
+        targets = ",".join(f"localhost:{port}" for port in worker_ports)
+        base_urls = []
+        for n in range(layout.gateways):
+            proc, port = await asyncio.to_thread(stack.spawn_gateway, worker_ports[0], PAYPLANE_WORKER_TARGETS=targets)
+            pids[f"gateway-{n}"] = proc.pid
+            base_urls.append(f"http://127.0.0.1:{port}")
+        yield Rail(stack.payments_dsn, stack.ledger_dsn, stack.clients, base_urls, pids, procs.log_dir)
+
+
+@dataclass
+class Sample:
+    key: str
+    scheduled_s: float
+    done_s: float = 0.0
+    status: int = 0
+    payment_id: str = ""
+    body: bytes = b""
+    url: str = ""
+    client: Client | None = None
+
+    @property
+    def latency_s(self) -> float:
+        return self.done_s - self.scheduled_s
+
+
+@dataclass
+class RunFigures:
+    name: str
+    sent: int
+    accepted: int
+    refused: dict[int, int]
+    accepted_per_s: float
+    accept_p50_ms: float
+    accept_p99_ms: float
+    settled: int = 0
+    settled_per_s: float = 0.0
+    settle_p50_ms: float = 0.0
+    settle_p99_ms: float = 0.0
+    cpu_s_per_payment: dict[str, float] = field(default_factory=dict)
+    load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- CPU accounting -----------------------------------------------------------------------------------
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (and its reaped children), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / CLK_TCK
+
+
+def _postgres_cpu_s() -> float:
+    """CPU of every PostgreSQL backend on the machine (shared: other users' work is included)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith("postgres"):
+                    total += _cpu_s(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
+def _machine_busy_s() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def cpu_snapshot(rail: Rail) -> dict[str, float]:
+    snapshot: dict[str, float] = {}
+    for name, pid in rail.pids.items():
+        role = name.rsplit("-", 1)[0]
+        snapshot[role] = snapshot.get(role, 0.0) + _cpu_s(pid)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    snapshot["load-generator"] = own.ru_utime + own.ru_stime
+    snapshot["postgres (all backends)"] = _postgres_cpu_s()
+    snapshot["machine (2 cores, everything)"] = _machine_busy_s()
+    return snapshot
+
+
+def cpu_per_payment(before: Mapping[str, float], after: Mapping[str, float], payments: int) -> dict[str, float]:
+    return {k: round((after[k] - before.get(k, 0.0)) / max(payments, 1) * 1000, 3) for k in after}
+
+
+# --- set-up -------------------------------------------------------------------------------------------
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, client: Client, body: dict[str, Any], key: str
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {client.key}", "Idempotency-Key": key}
+    async with http.post(url, json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def open_accounts(
+    http: aiohttp.ClientSession, rail: Rail, per_client: int
+) -> list[tuple[Client, list[tuple[str, str]]]]:
+    """Per client: ``per_client`` (external source, wallet) pairs, opened in the ledger."""
+    pairs: list[tuple[Client, list[tuple[str, str]]]] = []
+    every_id: list[str] = []
+    for client in rail.clients:
+        ids: dict[str, list[str]] = {"external": [], "wallet": []}
+        for account_type, n in itertools.product(ids, range(per_client)):
+            status, answer = await _post(
+                http,
+                rail.base_url + "/v1/accounts",
+                client,
+                {"currency": "EUR", "type": account_type},
+                f"bench-acct-{account_type}-{n}-{uuid.uuid4().hex}",
+            )
+            if status != 200:
+                raise RuntimeError(f"account creation answered {status}: {answer}")
+            ids[account_type].append(answer["id"])
+        pairs.append((client, list(zip(ids["external"], ids["wallet"], strict=True))))
+        every_id += ids["external"] + ids["wallet"]
+    conn = await asyncpg.connect(rail.ledger_dsn)
+    try:
+        deadline = time.monotonic() + LEDGER_OPEN_TIMEOUT_S
+        while await conn.fetchval("select count(*) from accounts where id = any($1::text[])", every_id) < len(every_id):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the ledger did not open {len(every_id)} accounts within {LEDGER_OPEN_TIMEOUT_S} s")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    return pairs
+
+
+class Requests:
+    """Payment requests spread over clients, account pairs and gateway replicas."""
+
+    def __init__(self, rail: Rail, pairs: list[tuple[Client, list[tuple[str, str]]]], run: str) -> None:
+        self.rail = rail
+        self.choices = [(client, pair) for client, client_pairs in pairs for pair in client_pairs]
+        self.urls = itertools.cycle([u + "/v1/payments" for u in rail.base_urls])
+        self.run = run
+        self.rng = random.Random(7)
+        self.count = 0
+
+    def next(self, scheduled_s: float) -> Sample:
+        client, (source, wallet) = self.rng.choice(self.choices)
+        self.count += 1
+        body = {"amount": AMOUNT_MINOR, "currency": "EUR", "source": source, "destination": wallet}
+        return Sample(
+            key=f"bench-{self.run}-{self.count}",
+            scheduled_s=scheduled_s,
+            body=json.dumps(body).encode(),
+            url=next(self.urls),
+            client=client,
+        )
+
+
+async def send(http: aiohttp.ClientSession, sample: Sample) -> None:
+    assert sample.client is not None
+    headers = {
+        "Authorization": f"Bearer {sample.client.key}",
+        "Idempotency-Key": sample.key,
+        "Content-Type": "application/json",
+    }
+    try:
+        async with http.post(sample.url, data=sample.body, headers=headers) as response:
+            raw = await response.read()
+            sample.status = response.status
+    except (aiohttp.ClientError, TimeoutError):
+        sample.status = -1
+        raw = b""
+    sample.done_s = time.perf_counter()
+    if sample.status == 200:
+        sample.payment_id = json.loads(raw)["id"]
+
+
+# --- the two load shapes ------------------------------------------------------------------------------
+
+
+async def closed_loop(
+    http: aiohttp.ClientSession, requests: Requests, concurrency: int, duration_s: float, count_max: int
+) -> list[Sample]:
+    samples: list[Sample] = []
+    stop_at = time.perf_counter() + duration_s
+
+    async def lane() -> None:
+        while time.perf_counter() < stop_at and len(samples) < count_max:
+            sample = requests.next(time.perf_counter())
+            samples.append(sample)
+            await send(http, sample)
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return samples
+
+
+async def open_loop(
+    http: aiohttp.ClientSession, requests: Requests, rate_per_s: float, duration_s: float
+) -> list[Sample]:
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task[None]] = set()
+    start = time.perf_counter()
+    total = int(rate_per_s * duration_s)
+    for n in range(total):
+        scheduled = start + n / rate_per_s
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        sample = requests.next(scheduled)
+        samples.append(sample)
+        task = asyncio.create_task(send(http, sample))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    return samples
+
+
+# --- read-back ----------------------------------------------------------------------------------------
+
+
+async def settle(rail: Rail, payment_ids: list[str]) -> list[asyncpg.Record]:
+    """Wait (bounded) until every payment has left ``processing``; returns their rows."""
+    conn = await asyncpg.connect(rail.payments_dsn)
+    try:
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while True:
+            rows = await conn.fetch(
+                "select id, status, created_at_us, updated_at_us from payments where id = any($1::text[])", payment_ids
+            )
+            pending = sum(1 for r in rows if r["status"] == "processing")
+            if (pending == 0 and len(rows) == len(payment_ids)) or time.monotonic() > deadline:
+                return list(rows)
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+
+
+async def ledger_has(rail: Rail, payment_ids: list[str]) -> int:
+    conn = await asyncpg.connect(rail.ledger_dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "select count(*) from transfers where id = any($1::text[]) and mode = 'posted'", payment_ids
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: dict[str, float]) -> RunFigures:
+    accepted = [s for s in samples if s.status == 200]
+    refused: dict[int, int] = {}
+    for s in samples:
+        if s.status != 200:
+            refused[s.status] = refused.get(s.status, 0) + 1
+    first = min(s.scheduled_s for s in samples)
+    last = max(s.done_s for s in samples)
+    latencies = [s.latency_s * 1000 for s in accepted]
+    result = RunFigures(
+        name=name,
+        sent=len(samples),
+        accepted=len(accepted),
+        refused=refused,
+        accepted_per_s=len(accepted) / (last - first),
+        accept_p50_ms=percentile(latencies, 0.50),
+        accept_p99_ms=percentile(latencies, 0.99),
+    )
+    ids = [s.payment_id for s in accepted]
+    rows = await settle(rail, ids)
+    result.cpu_s_per_payment = cpu_per_payment(cpu_before, cpu_snapshot(rail), len(accepted))
+    result.load_average = os.getloadavg()
+    succeeded = [r for r in rows if r["status"] == "succeeded"]
+    in_ledger = await ledger_has(rail, ids)
+    result.settled = min(len(succeeded), in_ledger)
+    if succeeded:
+        span_us = max(r["updated_at_us"] for r in succeeded) - min(r["created_at_us"] for r in succeeded)
+        result.settled_per_s = result.settled / (span_us / 1e6)
+        settle_ms = [(r["updated_at_us"] - r["created_at_us"]) / 1000 for r in succeeded]
+        result.settle_p50_ms = percentile(settle_ms, 0.50)
+        result.settle_p99_ms = percentile(settle_ms, 0.99)
+    return result
+
+
+async def replays_match(http: aiohttp.ClientSession, samples: list[Sample]) -> bool:
+    """The same key and body again must answer the very same payment, marked as a replay."""
+    accepted = [s for s in samples if s.status == 200]
+    for original in random.Random(3).sample(accepted, min(REPLAY_SAMPLE, len(accepted))):
+        again = Sample(original.key, 0.0, body=original.body, url=original.url, client=original.client)
+        await send(http, again)
+        if again.status != 200 or again.payment_id != original.payment_id:
+            print(f"replay of {original.key} answered {again.status} {again.payment_id!r}", file=sys.stderr)
+            return False
+    return True
+
+
+async def books_balance(rail: Rail, accepted_ids: list[str]) -> tuple[bool, str]:
+    """``ledger verify`` passes, and payments ↔ ledger transfers are one to one, nothing extra."""
+    ledger = await asyncpg.connect(rail.ledger_dsn)
+    payments = await asyncpg.connect(rail.payments_dsn)
+    try:
+        report = await verify(ledger)
+        ledger_payments = await ledger.fetchval(
+            "select count(*) from transfers where kind = 'payment' and id not like '%~%'"
+        )
+        payment_rows = await payments.fetchval("select count(*) from payments")
+        succeeded = await payments.fetchval("select count(*) from payments where status = 'succeeded'")
+    finally:
+        await ledger.close()
+        await payments.close()
+    unique = len(set(accepted_ids))
+    counts = (
+        f"accepted={unique} payments={payment_rows} succeeded={succeeded} ledger_payment_transfers={ledger_payments}"
+    )
+    ok = report.passed and unique == len(accepted_ids) == payment_rows == succeeded == ledger_payments
+    return ok, ("ledger verify: ok" if report.passed else report.render()) + "; " + counts
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+
+def print_figures(f: RunFigures) -> None:
+    print(
+        f"{f.name}: sent={f.sent} accepted={f.accepted} refused={f.refused} accepted/s={f.accepted_per_s:,.0f}"
+        f" accept p50={f.accept_p50_ms:.1f} ms p99={f.accept_p99_ms:.1f} ms | settled={f.settled}"
+        f" settled/s={f.settled_per_s:,.0f} accept→settled p50={f.settle_p50_ms:.0f} ms p99={f.settle_p99_ms:.0f} ms"
+        f" | load average {f.load_average[0]:.2f}",
+        flush=True,
+    )
+    print(f"  CPU ms per payment: {json.dumps(f.cpu_s_per_payment)}", flush=True)
+
+
+async def main(args: argparse.Namespace) -> int:
+    endpoints = read_endpoints(load_settings().endpoints_file)
+    layout = Layout(ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways)
+    print(
+        f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s),"
+        f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
+        f" load average before {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    connector = aiohttp.TCPConnector(limit=0)
+    async with (
+        started_path(endpoints, layout) as rail,
+        aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http,
+    ):
+        pairs = await open_accounts(http, rail, args.accounts)
+        warm = await closed_loop(http, Requests(rail, pairs, "warm"), 8, 5.0, args.warmup)
+        await settle(rail, [s.payment_id for s in warm if s.status == 200])
+        cpu_before = cpu_snapshot(rail)
+        peak_samples = await closed_loop(
+            http, Requests(rail, pairs, "max"), args.concurrency, args.duration_s, args.payments_max
+        )
+        peak = await figures("max rate (closed loop)", rail, peak_samples, cpu_before)
+        print_figures(peak)
+        half_rate = max(1.0, (peak.settled_per_s or peak.accepted_per_s) / 2)
+        cpu_before = cpu_snapshot(rail)
+        half_samples = await open_loop(http, Requests(rail, pairs, "half"), half_rate, args.duration_s)
+        half = await figures(f"half rate (open loop, {half_rate:,.0f}/s)", rail, half_samples, cpu_before)
+        print_figures(half)
+        every = warm + peak_samples + half_samples
+        replays_ok = await replays_match(http, every)
+        books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.status == 200])
+        print(f"idempotent replays: {'ok' if replays_ok else 'FAILED'}; {books}", flush=True)
+        print(f"process logs: {rail.log_dir}", flush=True)
+    if args.json:
+        print(json.dumps([peak.__dict__, half.__dict__]))
+    return 0 if replays_ok and books_ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration-s", type=float, default=20.0, help="length of each measured run")
+    parser.add_argument("--payments-max", type=int, default=100_000, help="cap on the max-rate run's payments")
+    parser.add_argument("--concurrency", type=int, default=64, help="in-flight requests in the max-rate run")
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--writers", type=int, choices=range(1, PARTITIONS + 1), default=1, help="ledger writers")
+    parser.add_argument("--workers", type=int, default=1, help="payment worker processes")
+    parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
+    parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
+    parser.add_argument("--json", action="store_true")
+    sys.exit(asyncio.run(main(parser.parse_args())))
