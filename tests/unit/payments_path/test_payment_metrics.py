@@ -23,3 +23,22 @@ def test_status_changes_are_counted_and_first_answers_timed() -> None:
     assert sample("payplane_payment_accept_to_settled_seconds_count", {}) == 2
     assert sample("payplane_payment_accept_to_settled_seconds_sum", {}) == pytest.approx(0.34)
     assert sample("payplane_payment_accept_to_settled_seconds_bucket", {"le": "0.05"}) == 1
+
+
+def test_outbox_age_follows_the_oldest_unpublished_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = PaymentWorkerMetrics()
+
+    def age() -> float | None:
+        return metrics.registry.get_sample_value("payplane_outbox_age_seconds", {"outbox": "payments"})
+
+    assert age() == 0.0  # nothing reported yet
+    now_s = 1_000.0
+    monkeypatch.setattr("payplane.platform.metrics.time.time", lambda: now_s)
+    metrics.outbox.oldest_unpublished(990.0)
+    assert age() == pytest.approx(10.0)
+    now_s = 1_030.0  # nothing published meanwhile: the age keeps growing between reports
+    assert age() == pytest.approx(40.0)
+    metrics.outbox.oldest_unpublished(None)  # drained
+    assert age() == 0.0
+    metrics.outbox.oldest_unpublished(2_000.0)  # a clock step backwards never gives a negative age
+    assert age() == 0.0
