@@ -58,8 +58,9 @@ def platform(settings: InfraSettings) -> Iterator[Platform]:
 
 def _clean_up(platform: Platform) -> None:
     kubectl = platform.kubectl
-    with_rail = ["paymentrail", platform.rail, "-n", platform.namespace, "--ignore-not-found", "--timeout=60s"]
-    kubectl.run("delete", *with_rail)  # before stopping the operator: its finalizer removes topics and entries
+    # before stopping the operator: its finalizers remove topics and SPIRE entries, and hold the objects
+    ours = ["paymentrail,ledgershard,fraudpolicy", "--all", "-n", platform.namespace, "--ignore-not-found"]
+    kubectl.run("delete", *ours, "--timeout=60s")
     platform.stop()
     kubectl.run("delete", "namespace", platform.namespace, "--ignore-not-found", "--wait=false")
     _force_delete_pods(platform)
