@@ -39,6 +39,7 @@ from payplane.ledger.codec import request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
+from payplane.services.ledger_writer import tune_garbage_collector
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 
@@ -269,6 +270,7 @@ async def run_per_transfer(dsn: str, pattern: str, count: int) -> Timing:
 
 
 async def main(args: argparse.Namespace) -> None:
+    tune_garbage_collector()  # as `payplane ledger-writer` does
     endpoints = read_endpoints(load_settings().endpoints_file)
     base_dsn, bootstrap = endpoints["PAYPLANE_POSTGRES_DSN"], endpoints["KAFKA_BOOTSTRAP"]
     plan: list[tuple[str, int, Callable[[str, str], object]]] = []

@@ -1,6 +1,7 @@
 """Schema migrations on real PostgreSQL: idempotent, concurrent-safe, forward-only, tamper-evident."""
 
 import asyncio
+import json
 
 import asyncpg
 import pytest
@@ -84,7 +85,15 @@ async def test_each_migration_keeps_existing_data(shard_dsn: str) -> None:
         await migrate(conn, MIGRATIONS_PACKAGE, target_version=2)  # hot-path foreign keys dropped
         await migrate(conn, MIGRATIONS_PACKAGE, target_version=3)  # outbox rows gain a Kafka partition
         assert await conn.fetchval("select kafka_partition from outbox") is None
-        await migrate(conn, MIGRATIONS_PACKAGE)  # entries become a view over posted transfers
+        await migrate(conn, MIGRATIONS_PACKAGE, target_version=4)  # entries become a view over posted transfers
+        await conn.execute(
+            "insert into rejections (id, partition, result, request, rejected_at_us)"
+            """ values ('r1', 0, 'insufficient_funds', '{"id": "r1", "mode": "posted", "forward_to": "x"}', 2)"""
+        )
+        await migrate(conn, MIGRATIONS_PACKAGE)  # requests kept as the text the writer wrote
+        stored = await conn.fetchval("select request from rejections where id = 'r1'")
+        assert json.loads(stored) == {"id": "r1", "mode": "posted", "forward_to": "x"}
+        assert await conn.fetchval("select request::jsonb->>'forward_to' from rejections") == "x"
         entries = sorted(
             tuple(r) for r in await conn.fetch("select transfer_id, account_id, side, amount_minor from entries")
         )

@@ -299,7 +299,7 @@ async def _insert_rejections(
     await conn.execute(
         """insert into rejections (id, partition, result, request, rejected_at_us)
            select v.id, $2, v.result, v.request, $3
-           from unnest($1::text[], $4::text[], $5::jsonb[]) as v(id, result, request)""",
+           from unnest($1::text[], $4::text[], $5::text[]) as v(id, result, request)""",
         [transfer_id for transfer_id, _, _ in rejections],
         partition,
         now_us,

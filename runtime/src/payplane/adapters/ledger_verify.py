@@ -97,10 +97,10 @@ IN_FLIGHT_BOUND_S: Final = 60.0
 
 FIRST_LEGS_SQL: Final = """
     select t.id, t.applied_at_us from transfers t
-    where t.mode = 'posted' and t.request->>'forward_to' <> ''
+    where t.mode = 'posted' and t.request::jsonb->>'forward_to' <> ''
     union all
     select p.id, p.applied_at_us from transfers p join transfers h on h.id = p.pending_id
-    where p.mode = 'post_pending' and h.request->>'forward_to' <> ''"""
+    where p.mode = 'post_pending' and h.request::jsonb->>'forward_to' <> ''"""
 LEG_IDS_SQL: Final = "select id from transfers where kind in ('transit_credit', 'reversal')"
 
 

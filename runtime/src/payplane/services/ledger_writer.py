@@ -11,6 +11,7 @@ SIGTERM stops it after the batch in flight; SIGKILL loses nothing (offsets live 
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -30,6 +31,11 @@ from payplane_contracts.topics import RailTopics
 
 log = logging.getLogger("payplane.ledger_writer")
 CONSUMER_ROLE = "ledger-writer"
+# The writer allocates a few short-lived containers per transfer. At CPython's default first-generation
+# threshold (700 allocations) the cyclic collector runs every few transfers and keeps rescanning the
+# long-lived account cache: about a tenth of the writer's CPU (`make bench-ledger`). Nothing the writer
+# allocates per transfer forms cycles, so collecting far less often costs no memory to speak of.
+GC_GEN0_THRESHOLD = 50_000
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,15 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
     )
 
 
+def tune_garbage_collector() -> None:
+    """Collect cycles rarely, and never rescan what start-up allocated (modules, configuration)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
+
+
 async def run(config: WriterConfig) -> int:
+    tune_garbage_collector()
     topics = RailTopics(config.rail)
     conn = await asyncpg.connect(config.dsn, timeout=10)
     try:
