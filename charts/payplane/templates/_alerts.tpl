@@ -38,6 +38,14 @@ written as {{`{{ ... }}`}} so that Helm leaves it alone.
       annotations:
         summary: "The gateway answers 5xx to more than {{ mulf $a.gateway5xxRatio 100 }} % of requests"
         description: "{{`5xx ratio {{ $value | humanizePercentage }} over 5 min.`}}"
+    - alert: PayplaneOutboxStuck
+      expr: max by (outbox) (payplane_outbox_age_seconds) > {{ $a.outboxAgeSeconds }}
+      for: 5m
+      labels:
+        severity: critical
+      annotations:
+        summary: "Outbox events wait more than {{ $a.outboxAgeSeconds }} s to be published"
+        description: "{{`The oldest unpublished row of outbox {{ $labels.outbox }} is {{ $value | humanizeDuration }} old; check the relay and Kafka.`}}"
 - name: payplane.ledger
   rules:
     - alert: PayplaneLedgerDeadLetters

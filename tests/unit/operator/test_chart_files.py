@@ -7,7 +7,7 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from payplane.platform.metrics import GatewayMetrics, LedgerWriterMetrics, PaymentWorkerMetrics
+from payplane.platform.metrics import GatewayMetrics, LedgerWriterMetrics, OutboxAge, PaymentWorkerMetrics
 from payplane_operator.clients.metrics import OperatorMetrics
 from tests.operator_support import CRD_DIR, REPO
 
@@ -36,6 +36,9 @@ def _exported() -> set[str]:
             names.add(family.name)
             names.add(f"{family.name}_total" if family.type == "counter" else family.name)
             names.update(f"{family.name}{suffix}" for suffix in HISTOGRAM_SERIES if family.type == "histogram")
+    registry = CollectorRegistry()
+    OutboxAge(registry, "payments")
+    names.update(family.name for family in registry.collect())
     return names
 
 
