@@ -145,6 +145,7 @@ class FakeKube:
         self.objects: dict[ObjectRef, dict[str, Any]] = {}
         self.events: list[dict[str, str]] = []
         self.writes = 0
+        self.applies = 0  # server-side applies of children (status writes not counted)
         self.fail: KubeApiError | None = None  # for every apply of a child
         self.fail_status: KubeApiError | None = None  # for status writes
 
@@ -157,6 +158,7 @@ class FakeKube:
             raise failure
         ref = ObjectRef.of(manifest)
         current = self.objects.get(ref)
+        self.applies += subresource != "status"
         if subresource == "status":
             assert current is not None, f"status of missing {ref}"
             if current.get("status") != manifest["status"]:

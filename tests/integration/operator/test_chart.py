@@ -305,6 +305,8 @@ def test_the_chart_role_runs_a_rail_to_ready_and_cleans_it_up(
     }
     assert len(cluster.entries()) == 4, "gateway, worker and two writer entries"
     assert 'payplane_operator_reconciles_total{kind="PaymentRail",result="ready"}' in _metrics(running.metrics_url)
+    # the Deployment controller's status updates were judged by the light pass, not a full re-apply
+    assert "refreshed readiness of PaymentRail" in running.text()
 
     cluster.kubectl("delete", f"paymentrail/{rail}", f"ledgershard/{rail}-a", f"ledgershard/{rail}-b", "--wait=true")
     wait_for("the rail's SPIRE entries to be removed", lambda: not cluster.entries())

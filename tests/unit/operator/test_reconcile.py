@@ -9,14 +9,16 @@ from payplane_operator.clients.errors import KubeApiError
 from payplane_operator.desired.coverage import ShardRange
 from payplane_operator.reconcile.outcome import Outcome
 from payplane_operator.reconcile.policy import policy_view, reconcile_policy
-from payplane_operator.reconcile.rail import RailContext, finalize_rail, reconcile_rail
-from payplane_operator.reconcile.shard import finalize_shard, reconcile_shard
+from payplane_operator.reconcile.rail import RailContext, finalize_rail, reconcile_rail, refresh_rail
+from payplane_operator.reconcile.shard import finalize_shard, reconcile_shard, refresh_shard
 from payplane_operator.reconcile.workloads import ChildTracker
 from payplane_operator.resources import ObjectRef, TopicState
+from payplane_operator.settings import WorkloadReadiness
 from tests.operator_support import (
     FakeKafka,
     FakeKube,
     body,
+    config,
     fake_deps,
     policy_spec,
     rail_spec,
@@ -31,6 +33,10 @@ TOPICS = RailTopics("card-eur")
 
 def _conditions(outcome: Outcome) -> dict[str, tuple[str, str, str]]:
     return {c["type"]: (c["status"], c["reason"], c["message"]) for c in outcome.status["conditions"]}
+
+
+def _conditions_of(obj: dict[str, Any]) -> dict[str, tuple[str, str, str]]:
+    return {c["type"]: (c["status"], c["reason"], c["message"]) for c in obj["status"]["conditions"]}
 
 
 async def _rail(kube: FakeKube, **spec: Any) -> dict[str, Any]:
@@ -408,3 +414,65 @@ async def test_an_orphan_of_an_earlier_rail_of_the_same_name_is_adopted() -> Non
     adopted = await kube.get(ObjectRef.of(orphan))
     assert adopted is not None
     assert adopted["metadata"]["ownerReferences"][0]["uid"] == rail["metadata"]["uid"]
+
+
+def _available(deployment: dict[str, Any]) -> None:
+    """What the Deployment controller writes once the pods run (status only: generation unchanged)."""
+    replicas = deployment["spec"].get("replicas", 1)
+    deployment["status"] = {
+        "observedGeneration": deployment["metadata"]["generation"],
+        "replicas": replicas,
+        "readyReplicas": replicas,
+        "updatedReplicas": replicas,
+        "conditions": [{"type": "Available", "status": "True"}],
+    }
+
+
+async def test_a_status_only_change_of_a_deployment_is_judged_without_reapplying() -> None:
+    deps, kube, _, spire = fake_deps(config(readiness=WorkloadReadiness.AVAILABLE))
+    tracker = ChildTracker()
+    await reconcile_rail(await _rail(kube), COVERED, deps, tracker)
+    rail = await _current(kube)
+    assert _conditions_of(rail)["WorkloadsReady"][:2] == ("False", "Progressing")
+    for deployment in kube.of_kind("Deployment"):
+        _available(deployment)
+    applies, spire_calls = kube.applies, spire.calls
+
+    outcome = await refresh_rail(rail, deps, tracker)
+    assert outcome is not None
+    assert kube.applies == applies, "the light pass applies nothing"
+    assert spire.calls == spire_calls, "nor asks SPIRE"
+    assert outcome.ready
+    assert outcome.status["workersReady"] == "2/2"  # autoscaled: one pod each until the HPA says otherwise
+    assert _conditions(outcome)["WorkloadsReady"][:2] == ("True", "Applied")
+    assert (await _current(kube))["status"] == outcome.status
+    assert "Ready" in [n.reason for n in outcome.notes]
+
+    (gateway, _) = kube.of_kind("Deployment")
+    gateway["metadata"]["generation"] = 2  # a hand edit of its spec
+    assert await refresh_rail(await _current(kube), deps, tracker) is None, "a spec change needs the full pass"
+    assert await refresh_rail(await _current(kube), deps, ChildTracker()) is None, "unknown children too"
+
+
+async def test_the_light_pass_declines_after_a_failed_full_pass() -> None:
+    deps, kube, _, _ = fake_deps()
+    tracker = ChildTracker()
+    kube.put(_foreign("Service", "v1", "card-eur-gateway"))
+    await reconcile_rail(await _rail(kube), COVERED, deps, tracker)
+    rail = await _current(kube)
+    assert _conditions_of(rail)["WorkloadsReady"][1] == "ResourceConflict"
+    assert await refresh_rail(rail, deps, tracker) is None
+
+
+async def test_a_shards_light_pass_updates_its_writer_counts() -> None:
+    deps, kube, _, _ = fake_deps(config(readiness=WorkloadReadiness.AVAILABLE))
+    tracker = ChildTracker()
+    rail = await _rail(kube)
+    kube.put(body("LedgerShard", "card-eur-a", shard_spec(first=0, last=7, writers={"replicas": 2})))
+    await reconcile_shard(await _current(kube, "LedgerShard", "card-eur-a"), rail, deps, tracker)
+    (writer,) = kube.of_kind("Deployment")
+    _available(writer)
+    outcome = await refresh_shard(await _current(kube, "LedgerShard", "card-eur-a"), deps, tracker)
+    assert outcome is not None
+    assert outcome.ready
+    assert (outcome.status["replicas"], outcome.status["writersReady"]) == (2, "2/2")

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Body = Mapping[str, Any]
 NsName = tuple[str, str]
 Key = tuple[Kind, str, str]
+Wake = tuple[Kind, str, str, bool]  # the object, and whether the light (readiness-only) pass may do
 EVENT_COMPONENT = "payplane-operator"
 T = TypeVar("T")
 NOTHING = Outcome(status={}, notes=[], retry=False, ready=False)  # the object is gone: nothing to do
@@ -59,12 +60,15 @@ def _values(index: Mapping[Any, Iterable[T]], key: Any) -> list[T]:
     return list(index[key]) if key in index else []
 
 
-def _log_reconcile(kind: Kind, namespace: str, name: str, outcome: Outcome, started: float) -> None:
+def _log_reconcile(
+    kind: Kind, namespace: str, name: str, outcome: Outcome, started: float, *, light: bool = False
+) -> None:
     """INFO when something changed (there are events to post), DEBUG for the quiet level-based passes."""
     level = logging.INFO if outcome.notes else logging.DEBUG
     log.log(
         level,
-        "reconciled %s %s/%s in %.0f ms: phase %s, %d changes%s",
+        "%s %s %s/%s in %.0f ms: phase %s, %d changes%s",
+        "refreshed readiness of" if light else "reconciled",
         kind.value,
         namespace,
         name,
@@ -86,7 +90,7 @@ class Controller:
         self.indexes = indexes
         self._locks: KeyedLocks[Key] = KeyedLocks()
         self._tracker = ChildTracker()
-        self._pokes: Pokes[Key] = Pokes(self._woken, workers=POKE_WORKERS, debounce_s=POKE_DEBOUNCE_S)
+        self._pokes: Pokes[Wake] = Pokes(self._woken, workers=POKE_WORKERS, debounce_s=POKE_DEBOUNCE_S)
         self.last_reconcile_s = time.monotonic()
 
     def start(self) -> None:
@@ -162,7 +166,33 @@ class Controller:
             self.poke(Kind.PAYMENT_RAIL, meta.namespace, rail_name)
 
     def poke(self, kind: Kind, namespace: str, name: str) -> None:
-        self._pokes.poke((kind, namespace, name))
+        self._pokes.poke((kind, namespace, name, False))
+
+    def poke_readiness(self, kind: Kind, namespace: str, name: str) -> None:
+        """Wake a rail or shard whose Deployment changed only its status: the light pass re-judges
+        readiness without re-applying anything (it falls back to the full reconcile when unsure)."""
+        self._pokes.poke((kind, namespace, name, True))
+
+    def status_only(self, owner_uid: str, child: Body) -> bool:
+        """The child is the incarnation and spec generation this process last applied for that owner."""
+        return self._tracker.unchanged(owner_uid, ObjectRef.of(child), child)
+
+    async def refresh(self, kind: Kind, namespace: str, name: str) -> Outcome:
+        """The light pass for a rail or shard, or the full reconcile when the light one declines."""
+        refresh = rail_rec.refresh_rail if kind is Kind.PAYMENT_RAIL else shard_rec.refresh_shard
+        async with self._locks((kind, namespace, name)):
+            body = await self._current(kind, namespace, name)
+            if body is None:
+                return NOTHING
+            started = time.monotonic()
+            outcome = await refresh(body, self.deps, self._tracker)
+            if outcome is not None:
+                await self._post(body, outcome.notes)
+                self._record(kind, namespace, name, outcome, started, light=True)
+                return outcome
+        if kind is Kind.PAYMENT_RAIL:
+            return await self.rail(namespace, name, wake_related=False)
+        return await self.shard(namespace, name, wake_related=False)
 
     def healthy(self, objects: int, drift_interval_s: float) -> tuple[bool, str]:
         """Unhealthy when objects exist but nothing was reconciled for several drift intervals."""
@@ -194,8 +224,10 @@ class Controller:
         owner = self._topic_owner(meta.name)
         return owner in {None, meta.namespace}
 
-    def _record(self, kind: Kind, namespace: str, name: str, outcome: Outcome, started: float) -> None:
-        _log_reconcile(kind, namespace, name, outcome, started)
+    def _record(
+        self, kind: Kind, namespace: str, name: str, outcome: Outcome, started: float, *, light: bool = False
+    ) -> None:
+        _log_reconcile(kind, namespace, name, outcome, started, light=light)
         self.deps.metrics.reconciled(
             kind.value,
             (namespace, name),
@@ -214,9 +246,11 @@ class Controller:
         self.last_reconcile_s = time.monotonic()
         return body
 
-    async def _woken(self, key: Key) -> None:
-        kind, namespace, name = key
-        if kind is Kind.PAYMENT_RAIL:
+    async def _woken(self, key: Wake) -> None:
+        kind, namespace, name, light = key
+        if light and kind is not Kind.FRAUD_POLICY:
+            await self.refresh(kind, namespace, name)
+        elif kind is Kind.PAYMENT_RAIL:
             await self.rail(namespace, name, wake_related=False)
         elif kind is Kind.LEDGER_SHARD:
             await self.shard(namespace, name, wake_related=False)

@@ -22,6 +22,7 @@ from payplane_operator.reconcile import status as st
 from payplane_operator.reconcile.identities import ensure_entries, remove_entries
 from payplane_operator.reconcile.outcome import Note, Outcome, StepResult
 from payplane_operator.reconcile.ports import Deps
+from payplane_operator.reconcile.readiness import refresh_readiness
 from payplane_operator.reconcile.secrets import check_secrets
 from payplane_operator.reconcile.topics import delete_topics, ensure_topics
 from payplane_operator.reconcile.workloads import ChildTracker, ensure_children
@@ -167,7 +168,7 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         secrets.condition,
     ]
     conditions = [
-        st.summarize_ready(dependencies, f"rail {rail.meta.name} is serving {rail.spec.currency}"),
+        st.summarize_ready(dependencies, ready_message(rail)),
         *dependencies,
     ]
     gateway = workload_name(WorkloadRole.GATEWAY, rail.meta.name)
@@ -177,7 +178,7 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         "conditions": st.merge_conditions(
             (body.get("status") or {}).get("conditions", []), conditions, rail.meta.generation, st.now_text()
         ),
-        "workersReady": f"{workloads.details.get('ready', 0)}/{workloads.details.get('desired', 0)}",
+        **_pod_fields(workloads.details),
         "shards": len(context.shards),
         "endpoint": f"{gateway}.{rail.meta.namespace}.svc:{rail.spec.gateway_port}",
         "topics": topics_result.details.get("topics", []),
@@ -190,6 +191,29 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
     notes += st.transition_notes((body.get("status") or {}).get("conditions", []), conditions)
     retry = not written or any(step.retry for step in steps)
     return Outcome(status=status, notes=notes, retry=retry, ready=conditions[0].status is True)
+
+
+def ready_message(rail: PaymentRail) -> str:
+    return f"rail {rail.meta.name} is serving {rail.spec.currency}"
+
+
+def _pod_fields(counts: Mapping[str, int]) -> dict[str, Any]:
+    return {"workersReady": f"{counts.get('ready', 0)}/{counts.get('desired', 0)}"}
+
+
+async def refresh_rail(body: Mapping[str, Any], deps: Deps, tracker: ChildTracker) -> Outcome | None:
+    """The light pass after a status-only change of the rail's Deployments (None: do the full one)."""
+    try:
+        rail = parse_rail(body)
+    except InvalidSpecError:
+        return None
+    deployments = [
+        ObjectRef("apps/v1", "Deployment", rail.meta.namespace, workload_name(role, rail.meta.name))
+        for role in (WorkloadRole.GATEWAY, WorkloadRole.PAYMENT_WORKER)
+    ]
+    return await refresh_readiness(
+        body, deployments, ready_message=ready_message(rail), status_fields=_pod_fields, deps=deps, tracker=tracker
+    )
 
 
 async def finalize_rail(body: Mapping[str, Any], deps: Deps, *, owns_topics: bool) -> list[Note]:

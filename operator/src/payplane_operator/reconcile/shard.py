@@ -17,7 +17,7 @@ from payplane_operator.api.v1alpha1 import (
     parse_shard,
 )
 from payplane_operator.desired.coverage import span
-from payplane_operator.desired.labels import selector_labels
+from payplane_operator.desired.labels import selector_labels, workload_name
 from payplane_operator.desired.spire_entries import workload_entries
 from payplane_operator.desired.workloads import shard_children
 from payplane_operator.errors import InvalidSpecError
@@ -26,8 +26,10 @@ from payplane_operator.reconcile.identities import ensure_entries, remove_entrie
 from payplane_operator.reconcile.outcome import Note, Outcome, StepResult
 from payplane_operator.reconcile.ports import Deps
 from payplane_operator.reconcile.rail import write_invalid
+from payplane_operator.reconcile.readiness import refresh_readiness
 from payplane_operator.reconcile.secrets import check_secrets
 from payplane_operator.reconcile.workloads import ChildTracker, ensure_children
+from payplane_operator.resources import ObjectRef
 
 
 def partitions_condition(
@@ -95,10 +97,7 @@ async def reconcile_shard(
     )
     dependencies = [workloads.condition, identities.condition, partitions, secret.condition]
     conditions = [
-        st.summarize_ready(
-            dependencies,
-            f"writers of partitions {span(shard.spec.first_partition, shard.spec.last_partition)} are running",
-        ),
+        st.summarize_ready(dependencies, ready_message(shard)),
         *dependencies,
     ]
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(WorkloadRole.LEDGER_WRITER, shard.meta.name).items())
@@ -107,9 +106,8 @@ async def reconcile_shard(
         "observedGeneration": shard.meta.generation,
         "phase": st.phase_of(conditions).value,
         "conditions": st.merge_conditions(old_conditions, conditions, shard.meta.generation, st.now_text()),
-        "replicas": int(workloads.details.get("desired", 0)),
+        **_pod_fields(workloads.details),
         "selector": selector,
-        "writersReady": f"{workloads.details.get('ready', 0)}/{workloads.details.get('desired', 0)}",
         "partitionCount": shard.spec.partition_count,
         "identities": identities.details.get("identities", []),
     }
@@ -118,6 +116,30 @@ async def reconcile_shard(
     notes = [note for step in steps for note in step.notes] + st.transition_notes(old_conditions, conditions)
     retry = not written or any(s.retry for s in steps)
     return Outcome(status=status, notes=notes, retry=retry, ready=conditions[0].status is True)
+
+
+def ready_message(shard: LedgerShard) -> str:
+    return f"writers of partitions {span(shard.spec.first_partition, shard.spec.last_partition)} are running"
+
+
+def _pod_fields(counts: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "replicas": int(counts.get("desired", 0)),
+        "writersReady": f"{counts.get('ready', 0)}/{counts.get('desired', 0)}",
+    }
+
+
+async def refresh_shard(body: Mapping[str, Any], deps: Deps, tracker: ChildTracker) -> Outcome | None:
+    """The light pass after a status-only change of the writers' Deployment (None: do the full one)."""
+    try:
+        shard = parse_shard(body)
+    except InvalidSpecError:
+        return None
+    name = workload_name(WorkloadRole.LEDGER_WRITER, shard.meta.name)
+    deployment = ObjectRef("apps/v1", "Deployment", shard.meta.namespace, name)
+    return await refresh_readiness(
+        body, [deployment], ready_message=ready_message(shard), status_fields=_pod_fields, deps=deps, tracker=tracker
+    )
 
 
 async def finalize_shard(body: Mapping[str, Any], deps: Deps) -> list[Note]:

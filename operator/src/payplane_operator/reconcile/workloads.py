@@ -8,11 +8,11 @@ earlier owner of the same name (no controller, the operator's ``managed-by`` and
 adopted."""
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from payplane_operator.api.conditions import ConditionType, Reason, not_ok, ok
+from payplane_operator.api.conditions import Condition, ConditionType, Reason, not_ok, ok
 from payplane_operator.clients.errors import ClientError
 from payplane_operator.desired.labels import INSTANCE_LABEL, MANAGED_BY_LABEL
 from payplane_operator.desired.workloads import ChildSet
@@ -54,24 +54,43 @@ def _owned_by(obj: Mapping[str, Any], owner_uid: str) -> bool:
     return any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
+@dataclass(frozen=True)
+class Applied:
+    """A child as this process last applied it: which incarnation (uid), at which spec (generation)."""
+
+    uid: str
+    generation: int
+
+
+def applied_of(stored: Mapping[str, Any]) -> Applied:
+    metadata = stored["metadata"]
+    return Applied(str(metadata.get("uid", "")), int(metadata.get("generation", 0)))
+
+
 class ChildTracker:
-    """Remembers each child's uid, so a child that was deleted by hand and re-created is reported as such."""
+    """Remembers each child as last applied, so a child deleted by hand and re-created is reported as
+    such, and a change that is only the child's status is told from one to its spec or identity."""
 
     def __init__(self) -> None:
-        self._uids: dict[str, dict[ObjectRef, str]] = {}
+        self._applied: dict[str, dict[ObjectRef, Applied]] = {}
 
-    def recreated(self, owner_uid: str, ref: ObjectRef, uid: str) -> bool:
-        children = self._uids.setdefault(owner_uid, {})
+    def recreated(self, owner_uid: str, ref: ObjectRef, stored: Mapping[str, Any]) -> bool:
+        children = self._applied.setdefault(owner_uid, {})
         before = children.get(ref)
-        children[ref] = uid
-        return before is not None and before != uid
+        children[ref] = now = applied_of(stored)
+        return before is not None and before.uid != now.uid
+
+    def unchanged(self, owner_uid: str, ref: ObjectRef, observed: Mapping[str, Any]) -> bool:
+        """``observed`` is the incarnation and spec generation this process last applied (only its
+        status, or metadata outside the spec, can differ)."""
+        return self._applied.get(owner_uid, {}).get(ref) == applied_of(observed)
 
     def knows(self, owner_uid: str, ref: ObjectRef) -> bool:
         """This process has applied ``ref`` for this owner (so it is the owner's, not someone else's)."""
-        return ref in self._uids.get(owner_uid, {})
+        return ref in self._applied.get(owner_uid, {})
 
     def forget(self, owner_uid: str) -> None:
-        self._uids.pop(owner_uid, None)
+        self._applied.pop(owner_uid, None)
 
 
 def foreign(existing: Mapping[str, Any], manifest: Manifest) -> str | None:
@@ -126,7 +145,7 @@ async def ensure_children(
             stored_wave = await asyncio.gather(*(kube.apply(m, field_manager=field_manager) for m in wave))
             for manifest, stored in zip(wave, stored_wave, strict=True):
                 ref = ObjectRef.of(manifest)
-                if tracker.recreated(owner_uid, ref, stored["metadata"]["uid"]):
+                if tracker.recreated(owner_uid, ref, stored):
                     notes.append(Note.warning("ChildRestored", f"re-created {ref} (it had been deleted)"))
                 if manifest["kind"] == "Deployment":
                     deployments.append(deployment_state(stored, readiness))
@@ -137,18 +156,22 @@ async def ensure_children(
                 notes.append(Note.normal("ChildRemoved", f"deleted {ref} (no longer wanted by the spec)"))
     except ClientError as error:
         return failed_step(ConditionType.WORKLOADS_READY, Reason.KUBERNETES_ERROR, error, "applying the workloads")
-    details = {"desired": sum(d.desired for d in deployments), "ready": sum(d.ready_pods for d in deployments)}
-    waiting = [d.why for d in deployments if not d.ready]
     if conflicts:
         message = "; ".join(conflicts.values()) + ": left untouched; rename the owner, or delete the object"
         condition = not_ok(ConditionType.WORKLOADS_READY, Reason.RESOURCE_CONFLICT, message)
-    elif waiting:
-        condition = not_ok(ConditionType.WORKLOADS_READY, Reason.PROGRESSING, "; ".join(waiting))
     else:
-        names = ", ".join(d.name for d in deployments)
-        condition = ok(
-            ConditionType.WORKLOADS_READY,
-            Reason.APPLIED,
-            f"{len(children.apply)} objects applied; deployments ready: {names}",
-        )
-    return StepResult(condition, notes, details=details)
+        condition = readiness_condition(deployments)
+    return StepResult(condition, notes, details=pod_counts(deployments))
+
+
+def readiness_condition(deployments: Sequence[DeploymentState]) -> Condition:
+    """WorkloadsReady from the Deployments' states (every child applied)."""
+    waiting = [d.why for d in deployments if not d.ready]
+    if waiting:
+        return not_ok(ConditionType.WORKLOADS_READY, Reason.PROGRESSING, "; ".join(waiting))
+    names = ", ".join(d.name for d in deployments)
+    return ok(ConditionType.WORKLOADS_READY, Reason.APPLIED, f"children applied; deployments ready: {names}")
+
+
+def pod_counts(deployments: Sequence[DeploymentState]) -> dict[str, int]:
+    return {"desired": sum(d.desired for d in deployments), "ready": sum(d.ready_pods for d in deployments)}
