@@ -1,6 +1,6 @@
-"""Trace context along the real payment path: a client's ``traceparent`` (or one the gateway starts)
-names the same trace in the gateway's and the worker's JSON log lines for the payment, and travels
-with the ledger command to Kafka as its ``traceparent`` header."""
+"""Trace context along the real payment path: a client's ``traceparent`` (HTTP header or gRPC metadata at
+the gateway; or one the gateway starts) names the same trace in the gateway's and the worker's JSON log
+lines for the payment, and travels with the ledger command to Kafka as its ``traceparent`` header."""
 
 import asyncio
 import json
@@ -9,8 +9,12 @@ import uuid
 from typing import Any
 
 import aiohttp
+import grpc
+import grpc.aio
 from aiokafka import AIOKafkaConsumer
 
+from payplane._gen.v1 import payments_pb2 as pb
+from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
 from payplane.platform.tracing import parse_traceparent
 from tests.integration.conftest import Infra
 from tests.integration.payments.conftest import Procs, Rail, wait_ledger_accounts
@@ -92,6 +96,27 @@ async def test_without_a_traceparent_the_gateway_starts_one_trace(
     assert len(gateway_ids) == 1
     assert len(next(iter(gateway_ids))) == 32
     assert await _trace_ids_in_logs(procs, "payment-worker", payment_id, 2) == gateway_ids
+
+
+async def test_the_gateways_grpc_edge_continues_the_trace(
+    http: aiohttp.ClientSession, rail: Rail, procs: Procs
+) -> None:
+    source, wallet = await _accounts(http, rail)
+    trace_id = uuid.uuid4().hex
+    metadata = (
+        ("authorization", f"Bearer {rail.clients[0].key}"),
+        ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),
+    )
+    request = pb.CreatePaymentRequest(
+        idempotency=pb.Idempotency(key=uuid.uuid4().hex),
+        amount_minor=300,
+        currency="EUR",
+        source_account_id=source,
+        destination_account_id=wallet,
+    )
+    async with grpc.aio.insecure_channel(rail.grpc_target) as channel:
+        created = await pb_grpc.PaymentServiceStub(channel).CreatePayment(request, metadata=metadata, timeout=30)
+    assert await _trace_ids_in_logs(procs, "payment-worker", created.payment.id, 2) == {trace_id}
 
 
 async def test_the_ledger_command_carries_the_trace(http: aiohttp.ClientSession, rail: Rail, infra: Infra) -> None:

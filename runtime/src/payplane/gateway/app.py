@@ -70,7 +70,7 @@ class WorkerPool:
         return pb_grpc.PaymentServiceStub(self._channels[next(self._next)]())
 
 
-def _trace_metadata() -> tuple[tuple[str, str], ...]:
+def trace_metadata() -> tuple[tuple[str, str], ...]:
     """gRPC metadata carrying the request's trace context to the payment worker (a child span)."""
     context = current_trace.get()
     return ((TRACEPARENT_HEADER, context.child().traceparent),) if context is not None else ()
@@ -339,14 +339,14 @@ class Gateway:
             type=values.get("type", ""),
             description=values.get("description", ""),
         )
-        answer = await self.workers.stub().CreateAccount(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().CreateAccount(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         return self._json(render_account(answer.account), answer.replayed)
 
     async def get_account(self, request: web.Request) -> web.Response:
         message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
         return self._json(
             render_account(
-                await self.workers.stub().GetAccount(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+                await self.workers.stub().GetAccount(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
             )
         )
 
@@ -354,7 +354,7 @@ class Gateway:
         message = pb.GetAccountRequest(caller=self._caller(request), account_id=self._path_id(request))
         return self._json(
             render_balance(
-                await self.workers.stub().GetAccountBalance(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+                await self.workers.stub().GetAccountBalance(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
             )
         )
 
@@ -370,7 +370,7 @@ class Gateway:
             capture_method=values.get("capture_method", ""),
             description=values.get("description", ""),
         )
-        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         log.info("payment %s accepted", answer.payment.id, extra={"payment_id": answer.payment.id})
         return self._json(render_payment(answer.payment), answer.replayed)
 
@@ -379,7 +379,7 @@ class Gateway:
         message = pb.ListPaymentsRequest(
             caller=self._caller(request), limit=query.get("limit", 10), starting_after=query.get("starting_after", "")
         )
-        answer = await self.workers.stub().ListPayments(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().ListPayments(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         return self._json(
             {
                 "object": "list",
@@ -394,7 +394,7 @@ class Gateway:
         wait_ms = query.get("wait_ms", 0)
         message = pb.GetPaymentRequest(caller=self._caller(request), payment_id=self._path_id(request), wait_ms=wait_ms)
         answer = await self.workers.stub().GetPayment(
-            message, timeout=RPC_TIMEOUT_S + wait_ms / 1000, metadata=_trace_metadata()
+            message, timeout=RPC_TIMEOUT_S + wait_ms / 1000, metadata=trace_metadata()
         )
         return self._json(render_payment(answer))
 
@@ -406,7 +406,7 @@ class Gateway:
             payment_id=self._path_id(request),
             amount_minor=values.get("amount_to_capture", 0),
         )
-        answer = await self.workers.stub().CapturePayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().CapturePayment(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         return self._json(render_payment(answer.payment), answer.replayed)
 
     async def cancel_payment(self, request: web.Request) -> web.Response:
@@ -414,7 +414,7 @@ class Gateway:
         message = pb.CancelPaymentRequest(
             caller=self._caller(request), idempotency=idem, payment_id=self._path_id(request)
         )
-        answer = await self.workers.stub().CancelPayment(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().CancelPayment(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         return self._json(render_payment(answer.payment), answer.replayed)
 
     async def create_refund(self, request: web.Request) -> web.Response:
@@ -425,7 +425,7 @@ class Gateway:
             payment_id=values["payment"],
             amount_minor=values.get("amount", 0),
         )
-        answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S, metadata=_trace_metadata())
+        answer = await self.workers.stub().CreateRefund(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
         return self._json(render_refund(answer.refund), answer.replayed)
 
     # --- admin: fraud review ----------------------------------------------------------------------

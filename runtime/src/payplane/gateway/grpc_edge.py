@@ -7,7 +7,8 @@ whatever ``caller`` the client sent with the authenticated client, drops any cli
 fingerprint (the worker fingerprints the request itself), checks field sizes, and forwards the call
 to a worker over SPIFFE mTLS. Refusals carry the gRPC status of their stable code (the table in
 ``payplane.payments.errors``) and the error object as JSON in the ``payplane-error`` trailing
-metadata; a rate-limited call also carries ``retry-after`` (seconds).
+metadata; a rate-limited call also carries ``retry-after`` (seconds). A ``traceparent`` metadata entry
+continues the client's trace to the worker, as the HTTP header does (``payplane.platform.tracing``).
 """
 
 import json
@@ -28,8 +29,10 @@ from payplane.gateway.app import (
     Gateway,
     RateLimitedError,
     _error_from_rpc,
+    trace_metadata,
 )
 from payplane.payments.errors import ApiError
+from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace
 
 log = logging.getLogger("payplane.gateway.grpc")
 
@@ -91,6 +94,7 @@ class PublicPaymentService:
 
     def _forwarder(self, method: str) -> Unary:
         async def forward(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+            current_trace.set(continue_or_start(_metadata(context, TRACEPARENT_HEADER)))
             try:
                 return await self._forward(method, request, context)
             except RateLimitedError as exc:
@@ -114,5 +118,5 @@ class PublicPaymentService:
         wait_ms = max(0, min(int(getattr(request, "wait_ms", 0)), WAIT_MS_MAX))
         timeout_s = RPC_TIMEOUT_S + wait_ms / 1000
         call = getattr(self.gateway.workers.stub(), method)
-        response: Message = await call(request, timeout=timeout_s)
+        response: Message = await call(request, timeout=timeout_s, metadata=trace_metadata())
         return response
