@@ -67,15 +67,28 @@ async def load_ledger(conn: asyncpg.Connection, account_ids: Iterable[str], tran
     """
     ledger = Ledger()
     ids = sorted(set(transfer_ids))
-    for row in await conn.fetch("select * from transfers where id = any($1::text[])", ids):
-        ledger.transfers[row["id"]] = _transfer_from_row(row)
+    if ids:
+        for row in await conn.fetch(_LOAD_TRANSFERS_AND_REJECTIONS, ids):
+            if row["result"] is None:
+                ledger.transfers[row["id"]] = _transfer_from_row(row)
+            else:
+                ledger.rejections[row["id"]] = (decode_stored_request(row["request"]), TransferResult(row["result"]))
     wanted = set(account_ids)
     wanted.update(a for t in ledger.transfers.values() for a in (t.debit_account_id, t.credit_account_id))
-    for row in await conn.fetch("select * from accounts where id = any($1::text[])", sorted(wanted)):
-        ledger.accounts[row["id"]] = _account_from_row(row)
-    for row in await conn.fetch("select id, result, request from rejections where id = any($1::text[])", ids):
-        ledger.rejections[row["id"]] = (decode_stored_request(row["request"]), TransferResult(row["result"]))
+    if wanted:
+        for row in await conn.fetch("select * from accounts where id = any($1::text[])", sorted(wanted)):
+            ledger.accounts[row["id"]] = _account_from_row(row)
     return ledger
+
+
+# One round trip for both: applied transfers (result is null) and remembered refusals.
+_LOAD_TRANSFERS_AND_REJECTIONS = """
+    select id, debit_account_id, credit_account_id, amount_minor, currency, applied_at_us, expires_at_us,
+           pending_state, request, null::text as result
+    from transfers where id = any($1::text[])
+    union all
+    select id, null, null, null, null, null, null, null, request, result
+    from rejections where id = any($1::text[])"""
 
 
 def _account_from_row(row: asyncpg.Record) -> Account:
