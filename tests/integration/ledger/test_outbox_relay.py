@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 
 from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay
 from tests.integration.conftest import Infra
@@ -113,3 +114,45 @@ async def test_relay_rides_out_a_database_partition(
         by_value.setdefault(value, set()).add(event_id)
     assert all(len(ids) == 1 for ids in by_value.values()), "a re-sent message must keep its event id"
     assert await shard.fetchval("select count(*) from outbox where published_at is null") == 0
+
+
+async def test_relay_keeps_each_keys_order_and_partition(
+    infra: Infra, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    """Rows go out in record batches per topic partition: each key keeps its partition (the client's
+    default partitioner, as a plain send would choose) and its order, across several full batches."""
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    name = f"outbox-order-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(name, 3, 1)])
+    relay = OutboxRelay(shard_dsn, bootstrap, source="order-test", safety_poll_s=SLOW_POLL_S)
+    task = asyncio.create_task(relay.run())
+    rows = [(name, f"key-{i % 7}".encode(), f"{i:05d}".encode() + b"x" * 600) for i in range(3000)]
+    try:
+        async with shard.transaction():
+            await shard.executemany(
+                "insert into outbox (partition, topic, message_key, payload) values (0, $1, $2, $3)", rows
+            )
+            await shard.execute(NOTIFY_SQL)
+        consumer = AIOKafkaConsumer(name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+        await consumer.start()
+        got: list[tuple[int, bytes, int]] = []
+        deadline = time.monotonic() + 30
+        try:
+            while len(got) < len(rows) and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                got += [(r.partition, r.key or b"", int((r.value or b"")[:5])) for rs in batches.values() for r in rs]
+        finally:
+            await consumer.stop()
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+        await admin.delete_topics([name])
+        await admin.close()
+    assert sorted(i for _, _, i in got) == list(range(len(rows)))
+    partitioner = DefaultPartitioner()
+    for key in {k for _, k, _ in got}:
+        mine = [(p, i) for p, k, i in got if k == key]
+        assert {p for p, _ in mine} == {partitioner(key, [0, 1, 2], [0, 1, 2])}
+        assert [i for _, i in mine] == sorted(i for _, i in mine), f"{key!r} out of order"

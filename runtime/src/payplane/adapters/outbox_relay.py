@@ -16,11 +16,13 @@ round and by every (re)connection, so it keeps growing while Kafka is unreachabl
 import asyncio
 import contextlib
 import logging
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ NOTIFY_CHANNEL: Final = "payplane_outbox"
 ROWS_PER_ROUND_MAX: Final = 1000
 SAFETY_POLL_S: Final = 5.0
 RETRY_BACKOFF_S_MAX: Final = 5.0
+RECORD_BATCH_BYTES_MAX: Final = 512 * 1024  # per topic partition; below the client's 1 MiB request limit
+_PARTITIONER: Final = DefaultPartitioner()
 
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
 OLDEST_UNPUBLISHED_SQL: Final = (
@@ -94,7 +98,13 @@ class OutboxRelay:
 
     async def _run_connected(self) -> None:
         conn = await asyncpg.connect(self.dsn, timeout=5)
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=2)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_batch_size=RECORD_BATCH_BYTES_MAX,
+        )
         try:
             self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL))
             self._select = SELECT_WITH_TRACE if await conn.fetchval(HAS_TRACE_COLUMN_SQL) else SELECT_WITHOUT_TRACE
@@ -120,17 +130,7 @@ class OutboxRelay:
                 self.observer.oldest_unpublished(None)
                 return 0
             self.observer.oldest_unpublished(rows[0]["created_at_s"])
-            deliveries = [
-                await producer.send(
-                    row["topic"],
-                    value=row["payload"],
-                    key=row["message_key"],
-                    partition=row["kafka_partition"],
-                    headers=self._headers(row),
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*deliveries)
+            await asyncio.gather(*await self._send_batches(producer, rows))
             await conn.execute(
                 "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])",
                 [row["id"] for row in rows],
@@ -139,6 +139,34 @@ class OutboxRelay:
         if len(rows) < ROWS_PER_ROUND_MAX:
             self.observer.oldest_unpublished(None)  # drained (rows written since then wake the next round)
         return len(rows)
+
+    async def _send_batches(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> list[asyncio.Future[Any]]:
+        """Queue ``rows`` as one record batch per topic partition, in order; returns the deliveries to await.
+
+        ``send_batch`` costs a fraction of ``send`` per message (no future, no partitioner call, no
+        accumulator lookup each). Rows without a Kafka partition go where ``send`` would put them: the
+        client's default partitioner over the topic's partitions."""
+        builders: dict[tuple[str, int], BatchBuilder] = {}
+        partitions_of: dict[str, list[int]] = {}
+        deliveries: list[asyncio.Future[Any]] = []
+        for row in rows:
+            topic = row["topic"]
+            partition = row["kafka_partition"]
+            if partition is None:
+                if topic not in partitions_of:
+                    partitions_of[topic] = sorted(await producer.partitions_for(topic))
+                partition = _PARTITIONER(row["message_key"], partitions_of[topic], partitions_of[topic])
+            builder = builders.get((topic, partition))
+            message = {"timestamp": None, "key": row["message_key"], "value": row["payload"]}
+            if builder is None or builder.append(**message, headers=self._headers(row)) is None:
+                if builder is not None:  # full: it goes now, in order, and a new one takes the row
+                    deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+                builder = builders[(topic, partition)] = producer.create_batch()
+                if builder.append(**message, headers=self._headers(row)) is None:
+                    raise KafkaError(f"outbox row {row['id']} does not fit in an empty record batch")
+        for (topic, partition), builder in builders.items():
+            deliveries.append(await producer.send_batch(builder, topic, partition=partition))
+        return deliveries
 
     def _headers(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
         headers = [("event_id", f"{self.source}:{row['id']}".encode())]
