@@ -7,7 +7,7 @@ Standard library only (kopf is configured from this in ``handlers.lifecycle``).
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
@@ -67,6 +67,19 @@ class OperatorConfig:
     metrics_port: int | None = None  # Prometheus /metrics; None: not served
     metrics_address: str = "127.0.0.1"
     field_manager: str = FIELD_MANAGER
+    node_selector: dict[str, str] = field(default_factory=dict)  # put on every workload's pods
+
+
+def node_selector(env: Mapping[str, str]) -> dict[str, str]:
+    """PAYPLANE_WORKLOAD_NODE_SELECTOR: ``key=value[,key=value…]`` (default: none)."""
+    raw = env.get("PAYPLANE_WORKLOAD_NODE_SELECTOR", "").strip()
+    selector = {}
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"PAYPLANE_WORKLOAD_NODE_SELECTOR: {pair!r} is not key=value")
+        selector[key.strip()] = value.strip()
+    return selector
 
 
 def _required(env: Mapping[str, str], name: str, why: str) -> str:
@@ -143,4 +156,5 @@ def load_config(env: Mapping[str, str] | None = None) -> OperatorConfig:
         peering_lifetime_s=int(_float(env, "PAYPLANE_PEERING_LIFETIME_S", 60, 12, 3600)),
         metrics_port=int(_float(env, "PAYPLANE_METRICS_PORT", 0, 0, 65535)) or None,
         metrics_address=env.get("PAYPLANE_METRICS_ADDRESS", "").strip() or "127.0.0.1",
+        node_selector=node_selector(env),
     )

@@ -232,3 +232,25 @@ def test_policy_versions_follow_content_not_order_of_keys() -> None:
     assert policy_version(a) == policy_version(b)
     assert policy_version(a) != policy_version({**a, "mode": "Shadow"})
     assert len(policy_version(a)) == 16
+
+
+def test_a_node_selector_goes_on_every_workloads_pods_and_only_when_given() -> None:
+    selector = {"kubernetes.io/hostname": "node-a"}
+    rail_set = rail_children(
+        RAIL,
+        config=rail_config(RAIL, kafka_bootstrap="kafka:9092", topics=["t"]),
+        policy_document=None,
+        kafka_bootstrap="kafka:9092",
+        trust_domain=TRUST_DOMAIN,
+        node_selector=selector,
+    )
+    shard = parse_shard(body("LedgerShard", "card-eur-a", shard_spec(first=0, last=7)))
+    shard_set = shard_children(shard, RAIL, kafka_bootstrap="kafka:9092", node_selector=selector)
+    deployments = [m for m in [*rail_set.apply, *shard_set.apply] if m["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    assert all(d["spec"]["template"]["spec"]["nodeSelector"] == selector for d in deployments)
+    assert all(
+        "nodeSelector" not in m["spec"]["template"]["spec"]
+        for m in _rail_children(RAIL).apply
+        if m["kind"] == "Deployment"
+    )

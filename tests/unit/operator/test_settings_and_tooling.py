@@ -38,6 +38,12 @@ def test_metrics_are_served_only_when_a_port_is_given() -> None:
     assert load_config({**ENV, "PAYPLANE_METRICS_PORT": "9090"}).metrics_address == "127.0.0.1"
 
 
+def test_a_workload_node_selector_is_key_value_pairs() -> None:
+    assert load_config(ENV).node_selector == {}
+    selector = load_config({**ENV, "PAYPLANE_WORKLOAD_NODE_SELECTOR": "kubernetes.io/hostname=n1, pool = pay"})
+    assert selector.node_selector == {"kubernetes.io/hostname": "n1", "pool": "pay"}
+
+
 def test_no_kubeconfig_means_in_cluster() -> None:
     assert load_config({k: v for k, v in ENV.items() if k != "KUBECONFIG"}).kube.kubeconfig is None
 
@@ -50,6 +56,7 @@ def test_no_kubeconfig_means_in_cluster() -> None:
         ("PAYPLANE_DRIFT_INTERVAL_S", "soon", "must be a number"),
         ("PAYPLANE_DRIFT_INTERVAL_S", "0", "within"),
         ("PAYPLANE_METRICS_PORT", "70000", "within"),
+        ("PAYPLANE_WORKLOAD_NODE_SELECTOR", "kubernetes.io/hostname", "is not key=value"),
     ],
 )
 def test_a_bad_environment_is_refused_naming_the_variable(name: str, value: str, message: str) -> None:

@@ -7,7 +7,7 @@ a Deployment under an HPA carries no ``replicas``, so the autoscaler keeps that 
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -69,6 +69,7 @@ class _Workload:
     config_hash: str
     rolling: dict[str, Any]
     readiness: dict[str, Any] | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -130,13 +131,16 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
     }
     if workload.readiness is not None:
         container["readinessProbe"] = {**workload.readiness, "periodSeconds": READINESS_PERIOD_S}
-    return {
+    spec: dict[str, Any] = {
         "serviceAccountName": workload.name,
         "automountServiceAccountToken": False,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
         "volumes": volumes,
     }
+    if workload.node_selector:
+        spec["nodeSelector"] = dict(workload.node_selector)
+    return spec
 
 
 def _deployment(workload: _Workload) -> Manifest:
@@ -289,6 +293,7 @@ def rail_children(
     policy_document: dict[str, Any] | None,
     kafka_bootstrap: str,
     trust_domain: str,
+    node_selector: Mapping[str, str] | None = None,
 ) -> ChildSet:
     """Everything a PaymentRail owns in Kubernetes, in apply order (accounts and config before pods)."""
     meta, spec = rail.meta, rail.spec
@@ -315,6 +320,7 @@ def rail_children(
         "config_map": lb.config_map_name(meta.name),
         "config_hash": digest,
         "rolling": {"maxUnavailable": 0, "maxSurge": 1},
+        "node_selector": node_selector or {},
     }
     gateway = _Workload(
         role=WorkloadRole.GATEWAY,
@@ -357,7 +363,9 @@ def rail_children(
     )
 
 
-def shard_children(shard: LedgerShard, rail: PaymentRail, *, kafka_bootstrap: str) -> ChildSet:
+def shard_children(
+    shard: LedgerShard, rail: PaymentRail, *, kafka_bootstrap: str, node_selector: Mapping[str, str] | None = None
+) -> ChildSet:
     """The shard's ledger writers: service account, Deployment, PDB and (when enabled) HPA.
 
     The environment is the one ``payplane ledger-writer`` reads; the writer migrates its database at
@@ -393,5 +401,6 @@ def shard_children(shard: LedgerShard, rail: PaymentRail, *, kafka_bootstrap: st
         config_hash=config_hash(env, rail.spec.ledger_partitions),
         # one writer per partition at a time: never surge, replace one by one (fencing covers the overlap)
         rolling={"maxUnavailable": 1, "maxSurge": 0},
+        node_selector=node_selector or {},
     )
     return _scaled_children(writer)

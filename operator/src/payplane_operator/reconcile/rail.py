@@ -135,6 +135,7 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         policy_document=delivered,
         kafka_bootstrap=config.kafka.workload_bootstrap,
         trust_domain=config.spire.trust_domain,
+        node_selector=config.node_selector,
     )
     if context.topics_owned_by is not None:
         message = (

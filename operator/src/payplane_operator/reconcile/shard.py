@@ -78,7 +78,9 @@ async def reconcile_shard(
     config = deps.config
     partitions, rail = partitions_condition(shard, rail_body)
     if rail is not None and partitions.status is True:
-        children = shard_children(shard, rail, kafka_bootstrap=config.kafka.workload_bootstrap)
+        children = shard_children(
+            shard, rail, kafka_bootstrap=config.kafka.workload_bootstrap, node_selector=config.node_selector
+        )
         workloads_step = ensure_children(
             deps.kube,
             children,

@@ -40,7 +40,7 @@ class LoadStats:
     def summary(self) -> str:
         latencies = sorted(self.accept_latency_s[-1000:])
         p50_ms = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
-        finals = ", ".join(f"{n} {status}" for status, n in sorted(self.final.items())) or "none final yet"
+        finals = ", ".join(f"{n} {status}" for status, n in sorted(self.final.items())) or "none followed yet"
         rejected = f"; rejected: {dict(self.rejected)}" if self.rejected else ""
         return f"{self.created} payments created ({finals}; accept p50 {p50_ms:.0f} ms){rejected}"
 

@@ -331,6 +331,8 @@ def _operator(settings: InfraSettings, endpoints: Mapping[str, str], options: Up
         "PAYPLANE_PEERING_STANDALONE": "true",
         "PAYPLANE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{_free_port()}/healthz",
         "PAYPLANE_LOG_FORMAT": "json",
+        # the rail's pods go to this run's kubelet only (other kubelets on the machine serve other namespaces)
+        "PAYPLANE_WORKLOAD_NODE_SELECTOR": f"kubernetes.io/hostname={options.node_name}",
     }
     return ManagedProcess(
         name=f"operator-{options.namespace}",

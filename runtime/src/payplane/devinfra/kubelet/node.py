@@ -35,6 +35,7 @@ LEASE_DURATION_S: Final = 40
 LEASE_NAMESPACE: Final = "kube-node-lease"
 SPIFFE_DIR_NAME: Final = "spiffe"
 PROBE_WORKERS: Final = 4
+ADDRESS_RECORD: Final = "address"  # in the pod's directory: the address this kubelet put on the interface
 
 
 @dataclass(frozen=True)
@@ -159,8 +160,9 @@ class ProcessKubelet:
         link = spiffe_dir / podspec.SPIFFE_CSI_SOCKET_NAME
         link.unlink(missing_ok=True)
         link.symlink_to(self.settings.spire_agent_socket)
-        for address in netaddr.addresses_in(self.network):  # a previous kubelet's; re-added on admission
-            netaddr.remove(address)
+        for record in self.settings.pods_dir.glob(f"*/{ADDRESS_RECORD}"):  # this node's, from a previous run
+            netaddr.remove(record.read_text().strip())  # re-added when its pod is admitted again
+            record.unlink()
         self.register_node()
         self.resolver.start()
         log.info("node %s registered; Service resolver on %s", self.settings.node_name, self.resolver.authority)
@@ -271,18 +273,22 @@ class ProcessKubelet:
     def _forget(self, uid: str) -> None:
         runtime = self.pods.pop(uid)
         netaddr.remove(runtime.pod_ip)
+        (runtime.pod_dir / ADDRESS_RECORD).unlink(missing_ok=True)
 
     def _runtime_for(self, pod: dict[str, Any]) -> PodRuntime:
         meta, status = pod["metadata"], pod.get("status") or {}
         uid = meta["uid"]
         if uid in self.pods:
             return self.pods[uid]
-        used = {r.pod_ip for r in self.pods.values()}
+        # other kubelets on this machine may share the range: every address on the interface is taken
+        used = {r.pod_ip for r in self.pods.values()} | set(netaddr.addresses_in(self.network))
         pod_ip = allocate_ip(self.network, uid, used, status.get("podIP"))
         netaddr.add(pod_ip)
         pod_dir = self.settings.pods_dir / f"{meta['namespace']}_{meta['name']}_{uid}"
         start_time = status.get("startTime") or rfc3339()
         runtime = PodRuntime(uid, meta["namespace"], meta["name"], pod_ip, pod_dir, start_time)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        (pod_dir / ADDRESS_RECORD).write_text(f"{pod_ip}\n")
         previous = {c["name"]: c for c in status.get("containerStatuses") or []}
         policy = pod["spec"].get("restartPolicy", "Always")
         for container in pod["spec"].get("containers") or []:
