@@ -176,6 +176,8 @@ class ProcessKubelet:
                     self.sync_once()
                 except KubeApiError as exc:
                     log.warning("sync failed (retrying): %s", exc)
+                except Exception:  # the kubelet outlives any one bad pass; logged with its trace
+                    log.exception("sync failed (retrying)")
                 stopping.wait(max(0.0, self.settings.sync_interval_s - (time.monotonic() - started_s)))
         finally:
             self.shutdown()
@@ -263,8 +265,10 @@ class ProcessKubelet:
             try:
                 self.sync_pod(pod)
             except KubeApiError as exc:
-                if exc.status not in (404, 409):
-                    raise
+                if exc.status not in (404, 409):  # gone or changed meanwhile: the next pass sees it
+                    log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
+            except (OSError, netaddr.AddressError, ValueError) as exc:  # one pod's trouble stops no other pod
+                log.warning("pod %s/%s: %s", pod["metadata"]["namespace"], pod["metadata"]["name"], exc)
         now = time.monotonic()
         for uid in [uid for uid in self.pods if uid not in seen]:  # removed without a graceful deletion
             if _stop_all(self.pods[uid].containers.values(), 0.0, now):
