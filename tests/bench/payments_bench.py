@@ -172,16 +172,18 @@ def _cpu_s(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / CLK_TCK
 
 
-def _postgres_cpu_s() -> float:
-    """CPU of every PostgreSQL backend on the machine (shared: other users' work is included)."""
+def _postgres_cpu_s(databases: tuple[str, ...]) -> float:
+    """CPU of the PostgreSQL backends serving ``databases`` (the rail's own: the server is shared, and its
+    background writers, which flush everyone's WAL, are not counted)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().startswith("postgres"):
-                    total += _cpu_s(int(entry.name))
+                words = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
             except OSError:
                 continue
+            if len(words) > 2 and words[0] == "postgres:" and words[2] in databases:
+                total += _cpu_s(int(entry.name))
     return total
 
 
@@ -198,8 +200,9 @@ def cpu_snapshot(rail: Rail) -> dict[str, float]:
         snapshot[role] = snapshot.get(role, 0.0) + _cpu_s(pid)
     own = resource.getrusage(resource.RUSAGE_SELF)
     snapshot["load-generator"] = own.ru_utime + own.ru_stime
-    snapshot["postgres (all backends)"] = _postgres_cpu_s()
-    snapshot["machine (2 cores, everything)"] = _machine_busy_s()
+    databases = (rail.payments_dsn.rsplit("/", 1)[1], rail.ledger_dsn.rsplit("/", 1)[1])
+    snapshot["postgres (the rail's backends)"] = _postgres_cpu_s(databases)
+    snapshot["machine (2 cores, everyone's work)"] = _machine_busy_s()
     return snapshot
 
 
