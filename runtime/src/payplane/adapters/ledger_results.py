@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 CONSUMER_ROLE: Final = "payment-worker"
 BATCH_RECORDS_MAX: Final = 2000
 RETRY_BACKOFF_S_MAX: Final = 5.0
+# How long the broker may hold an empty fetch. It answers as soon as any outcome arrives (fetch.min.bytes
+# is 1), so this sets only how often an idle consumer polls, not how late an outcome is seen.
+FETCH_MAX_WAIT_MS: Final = 500
 
 
 class PaymentObserver(Protocol):
@@ -53,7 +56,7 @@ class LedgerResultsConsumer:
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         )
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
         self.applied = 0
