@@ -65,9 +65,17 @@ class WorkerPool:
             raise ValueError("at least one payment worker target is required")
         self._channels = list(channels)
         self._next = itertools.cycle(range(len(self._channels)))
+        # a stub builds a callable per RPC method: build it once per channel, not once per request
+        self._stubs: list[tuple[grpc.aio.Channel | None, Any]] = [(None, None)] * len(self._channels)
 
     def stub(self) -> Any:
-        return pb_grpc.PaymentServiceStub(self._channels[next(self._next)]())
+        index = next(self._next)
+        channel = self._channels[index]()  # a new channel after an SVID rotation
+        cached_channel, stub = self._stubs[index]
+        if cached_channel is not channel:
+            stub = pb_grpc.PaymentServiceStub(channel)
+            self._stubs[index] = (channel, stub)
+        return stub
 
 
 def trace_metadata() -> tuple[tuple[str, str], ...]:
