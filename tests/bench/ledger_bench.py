@@ -3,6 +3,8 @@
 Modes, each on a fresh shard database and topic:
 - ``writer``: transfers/s applied by one ledger writer consuming from Kafka and committing durably
   (records pre-produced; the clock runs from the first fetch until every record is committed);
+- ``relay``: outcome messages/s the writer's outbox relay publishes to Kafka (after a writer run; the
+  relay runs in the writer's process, so its CPU per message adds to the writer's);
 - ``set-based``: the same engine + store without Kafka (commands in memory): the limit of the design;
 - ``per-transfer``: the best one-transaction-per-transfer baseline: one PL/pgSQL call per transfer
   (locks in account-id order), 8 concurrent connections.
@@ -31,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
 from payplane.adapters.ledger_verify import verify
 from payplane.adapters.ledger_writer_io import SESSION_SETTINGS, KafkaCommandLog, PostgresLedgerStore, partition_lookup
+from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
@@ -46,6 +49,7 @@ from payplane_contracts.topics import RailTopics
 ACCOUNT_COUNT = 10_000
 HOT_ACCOUNT = "acct-hot"
 PER_TRANSFER_CONNECTIONS = 8
+RESULTS_TOPIC_PARTITIONS = 8
 
 PER_TRANSFER_SQL = """
 create or replace function post_transfer(p_id text, p_debit text, p_credit text, p_amount bigint)
@@ -225,6 +229,30 @@ async def run_writer(bootstrap: str, dsn: str, pattern: str, count: int, batch: 
     return timing
 
 
+async def run_relay(bootstrap: str, dsn: str, pattern: str, count: int, batch: int) -> Timing:
+    """The writer's outbox relay publishing the outcomes of ``count`` transfers (one message each) to
+    Kafka: the writer applies them first (untimed), then the relay drains the outbox."""
+    await run_writer(bootstrap, dsn, pattern, count, batch)
+    topics = RailTopics(f"bench-relay-{uuid.uuid4().hex[:8]}")
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("update outbox set topic = $1", topics.ledger_results)
+    await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topics.ledger_results, RESULTS_TOPIC_PARTITIONS, 1)])
+    relay = OutboxRelay(dsn, bootstrap, source="bench", safety_poll_s=0.2)
+    clock = CpuClock([])
+    task = asyncio.create_task(relay.run())
+    while relay.published < count:  # noqa: ASYNC110 (the relay exposes a counter, not an event)
+        await asyncio.sleep(0.01)
+    timing = clock.stop()
+    relay.stop()
+    await task
+    await admin.delete_topics([topics.ledger_results])
+    await admin.close()
+    return timing
+
+
 async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> Timing:
     conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
     requests = _transfers(pattern, count)
@@ -269,6 +297,11 @@ async def run_per_transfer(dsn: str, pattern: str, count: int) -> Timing:
     return Timing(elapsed)
 
 
+def _batches_for(mode: str, batches: list[int]) -> list[int]:
+    """per-transfer has no batches; the relay's rate does not depend on the writer's batch size."""
+    return {"per-transfer": [1], "relay": [max(batches)]}.get(mode, batches)
+
+
 async def main(args: argparse.Namespace) -> None:
     tune_garbage_collector()  # as `payplane ledger-writer` does
     endpoints = read_endpoints(load_settings().endpoints_file)
@@ -276,12 +309,14 @@ async def main(args: argparse.Namespace) -> None:
     plan: list[tuple[str, int, Callable[[str, str], object]]] = []
     results: list[RunResult] = []
     for pattern in args.patterns:
-        for mode, batch in [(m, b) for m in args.modes for b in (args.batches if m != "per-transfer" else [1])]:
+        for mode, batch in [(m, b) for m in args.modes for b in _batches_for(m, args.batches)]:
             count = args.transfers if batch > 1 or mode == "per-transfer" else min(args.transfers, 5_000)
             dsn = await _fresh_shard(base_dsn)
             try:
                 if mode == "writer":
                     timing = await run_writer(bootstrap, dsn, pattern, count, batch)
+                elif mode == "relay":
+                    timing = await run_relay(bootstrap, dsn, pattern, count, batch)
                 elif mode == "set-based":
                     timing = await run_set_based(dsn, pattern, count, batch)
                 else:
