@@ -9,7 +9,7 @@ envelope: a JSON object with a known schema version and a known command type.
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 SCHEMA_VERSION: Final = 1
 MESSAGE_BYTES_MAX: Final = 64 * 1024
@@ -30,9 +30,11 @@ class LedgerCommand:
     body: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class TransferOutcome:
-    """What the ledger decided about one transfer, published for the payment worker."""
+class TransferOutcome(NamedTuple):
+    """What the ledger decided about one transfer, published for the payment worker.
+
+    A NamedTuple: a writer makes one per transfer, and a tuple is several times cheaper to build than a
+    frozen dataclass."""
 
     transfer_id: str
     result: str  # a payplane.ledger.results.TransferResult value
@@ -63,7 +65,7 @@ def decode_command(raw: bytes | None) -> LedgerCommand:
 
 
 def encode_outcome(outcome: TransferOutcome) -> bytes:
-    return _dumps({"v": SCHEMA_VERSION, **outcome.__dict__})
+    return _dumps({"v": SCHEMA_VERSION, **outcome._asdict()})
 
 
 def decode_outcome(raw: bytes | None) -> TransferOutcome:

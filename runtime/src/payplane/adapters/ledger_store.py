@@ -8,6 +8,7 @@ batches can never deadlock.
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 
@@ -38,8 +39,7 @@ class FencedError(Exception):
         )
 
 
-@dataclass(frozen=True)
-class OutboxMessage:
+class OutboxMessage(NamedTuple):
     topic: str
     kafka_partition: int | None  # None: Kafka's key hashing decides
     key: bytes | None

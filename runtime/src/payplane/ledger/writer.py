@@ -15,7 +15,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from payplane.faults import crash_point
 from payplane.ledger.account_cache import AccountCache
@@ -42,8 +42,7 @@ class TransientError(Exception):
     """A dependency is unavailable for now (connection lost, broker down): retry, never skip."""
 
 
-@dataclass(frozen=True)
-class CommandRecord:
+class CommandRecord(NamedTuple):
     topic: str
     partition: int
     offset: int
