@@ -41,9 +41,12 @@ def api_versions_ok(port: int, timeout_s: float = 2.0) -> bool:
     correlation_id = 7
     client_id = b"payplane-probe"
     body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
-        conn.sendall(struct.pack(">i", len(body)) + body)
-        header = conn.recv(10)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+            conn.sendall(struct.pack(">i", len(body)) + body)
+            header = conn.recv(10)
+    except OSError:  # refused or reset while the broker starts or stops: not healthy (status must not crash)
+        return False
     if len(header) < 10:
         return False
     _size, got_correlation, error_code = struct.unpack(">iih", header)
