@@ -187,6 +187,19 @@ def _postgres_cpu_s(databases: tuple[str, ...]) -> float:
     return total
 
 
+def _cpu_s_by_comm(prefix: str) -> float:
+    """CPU of every process whose command name starts with ``prefix`` (shared servers: Kafka's JVM, Redis)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().startswith(prefix):
+                    total += _cpu_s(int(entry.name))
+            except OSError:
+                continue
+    return total
+
+
 def _machine_busy_s() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = fields[3] + fields[4]
@@ -202,6 +215,8 @@ def cpu_snapshot(rail: Rail) -> dict[str, float]:
     snapshot["load-generator"] = own.ru_utime + own.ru_stime
     databases = (rail.payments_dsn.rsplit("/", 1)[1], rail.ledger_dsn.rsplit("/", 1)[1])
     snapshot["postgres (the rail's backends)"] = _postgres_cpu_s(databases)
+    snapshot["kafka (shared broker)"] = _cpu_s_by_comm("java")
+    snapshot["redis (shared)"] = _cpu_s_by_comm("redis-server")
     snapshot["machine (2 cores, everyone's work)"] = _machine_busy_s()
     return snapshot
 
