@@ -19,6 +19,7 @@ from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter, TransientError
+from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
@@ -108,6 +109,7 @@ async def test_a_failed_commit_in_flight_loses_and_repeats_nothing(
     log = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, ROLE, [0])
     await log.start()
     store = FlakyStore(shard_dsn, rail, fail_write, after_commit)
+    metrics = LedgerWriterMetrics()
     writer = LedgerWriter(
         topic=rail.ledger_commands,
         partitions=[0],
@@ -116,10 +118,15 @@ async def test_a_failed_commit_in_flight_loses_and_repeats_nothing(
         log_=log,
         partition_of=partition_lookup(1),
         batch_records_max=BATCH,
+        observer=metrics,
     )
+    lag_seen: list[float] = []
     try:
         await writer.start()
         for _ in range(500):
+            lag_seen.append(
+                metrics.registry.get_sample_value("payplane_ledger_consumer_lag_records", {"partition": "0"}) or 0
+            )
             if writer.applied_records >= len(values):
                 break
             await writer.run_once()
@@ -129,6 +136,10 @@ async def test_a_failed_commit_in_flight_loses_and_repeats_nothing(
         await store.close()
 
     assert store.writes > fail_write  # the failure happened with batches still to come
+    assert max(lag_seen) >= len(values) - 3 * BATCH  # a backlog shows as lag while it is consumed …
+    assert (
+        metrics.registry.get_sample_value("payplane_ledger_consumer_lag_records", {"partition": "0"}) == 0
+    )  # … 0 after
     assert writer.applied_records >= len(values)
     balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
     assert balances == _reference(requests)

@@ -172,6 +172,10 @@ class KafkaCommandLog:
         records.sort(key=lambda r: r.partition)
         return records
 
+    def end_offset(self, partition: int) -> int | None:
+        end: int | None = self.consumer.highwater(TopicPartition(self.topic, partition))
+        return end
+
     async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None:
         headers = [
             ("reason", reason.encode()),

@@ -56,6 +56,9 @@ class CommandLog(Protocol):
     async def seek(self, positions: dict[int, int]) -> None: ...
     async def fetch(self, max_records: int, timeout_ms: int) -> list[CommandRecord]: ...
     async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None: ...
+    def end_offset(self, partition: int) -> int | None:
+        """The partition's log-end offset as last seen by a fetch (None before the first); no I/O."""
+        ...
 
 
 @dataclass
@@ -79,12 +82,16 @@ class WriterObserver(Protocol):
         self, partition: int, records: int, results: Counter[str], seconds: float, next_offset: int
     ) -> None: ...
     def dead_lettered(self, partition: int) -> None: ...
+    def consumer_lag(self, partition: int, records: int) -> None: ...
 
 
 class _IgnoreObserver:
     def batch_applied(
         self, partition: int, records: int, results: Counter[str], seconds: float, next_offset: int
     ) -> None:
+        pass
+
+    def consumer_lag(self, partition: int, records: int) -> None:
         pass
 
     def dead_lettered(self, partition: int) -> None:
@@ -339,9 +346,11 @@ class LedgerWriter:
         await self.store.write(prepared)
         crash_point("ledger.after_commit")
         self.applied_records += len(records)
-        self.observer.batch_applied(
-            partition, len(records), results, max(0.0, (_now_us() - now_us) / 1e6), records[-1].offset + 1
-        )
+        next_offset = records[-1].offset + 1
+        self.observer.batch_applied(partition, len(records), results, max(0.0, (_now_us() - now_us) / 1e6), next_offset)
+        end_offset = self.commands.end_offset(partition)
+        if end_offset is not None:
+            self.observer.consumer_lag(partition, max(0, end_offset - next_offset))
 
     async def _settle(self) -> None:
         """Wait for the batch in flight to commit. A transient failure becomes ``_PreviousBatchFailedError``

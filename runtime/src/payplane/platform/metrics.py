@@ -69,6 +69,12 @@ class LedgerWriterMetrics:
             ["partition"],
             registry=self.registry,
         )
+        self.consumer_lag_records = Gauge(
+            "payplane_ledger_consumer_lag_records",
+            "Commands in the partition not yet committed by this writer (log end minus committed offset)",
+            ["partition"],
+            registry=self.registry,
+        )
         self.outbox = OutboxAge(self.registry, "ledger")
 
     def batch_applied(
@@ -83,6 +89,9 @@ class LedgerWriterMetrics:
 
     def dead_lettered(self, partition: int) -> None:
         self.dead_letters.labels(str(partition)).inc()
+
+    def consumer_lag(self, partition: int, records: int) -> None:
+        self.consumer_lag_records.labels(str(partition)).set(records)
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose /metrics on ``address`` (the pod's IP in a Deployment: PAYPLANE_BIND_ADDRESS)."""
