@@ -6,17 +6,21 @@ Databases, Kafka topics and SPIRE entries are unique to the run and removed afte
 (``rail_stack.py`` builds them; fault tests use it directly to restart or re-route single processes).
 """
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 
+from payplane.adapters.payments_store import MIGRATIONS_PACKAGE
+from payplane.adapters.postgres_migrations import migrate
 from payplane.devinfra.spire_cli import SpireServerCli
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
-from tests.integration.payments.rail_stack import Client, Procs, ledger_accounts_opened, rail_stack
+from tests.integration.payments.rail_stack import Client, Procs, dsn_for, ledger_accounts_opened, rail_stack
 from tests.integration.test_spire import Registrar, Spire, Workload, _delete_leftover_test_entries
 
 SETTLE_TIMEOUT_S = 30.0
@@ -106,3 +110,21 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 async def wait_ledger_accounts(rail: Rail, account_ids: list[str], timeout_s: float = SETTLE_TIMEOUT_S) -> None:
     """Bounded wait until the ledger has opened these accounts (their commands travel through Kafka)."""
     await ledger_accounts_opened(rail.ledger_dsn, account_ids, timeout_s)
+
+
+@pytest.fixture
+async def payments_dsn(infra: Infra) -> AsyncIterator[str]:
+    """A fresh, migrated payments database of its own (no processes), dropped afterwards."""
+    base = infra["PAYPLANE_POSTGRES_DSN"]
+    name = f"payments_test_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(base)
+    await admin.execute(f'create database "{name}"')
+    dsn = dsn_for(base, name)
+    try:
+        conn = await asyncpg.connect(dsn)
+        await migrate(conn, MIGRATIONS_PACKAGE)
+        await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()

@@ -14,32 +14,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from payplane.adapters.outbox_relay import OutboxRelay
-from payplane.adapters.payments_store import MIGRATIONS_PACKAGE
-from payplane.adapters.postgres_migrations import migrate
 from payplane.platform.metrics import OutboxAge
 from tests.integration.conftest import Infra
-from tests.integration.payments.rail_stack import dsn_for
 
 WAITED_S = 5.0  # the row was written this long before the relay starts
 TIMEOUT_S = 30.0
 TRACEPARENT = f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01"
-
-
-@pytest.fixture
-async def payments_dsn(infra: Infra) -> AsyncIterator[str]:
-    base = infra["PAYPLANE_POSTGRES_DSN"]
-    name = f"payments_age_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(base)
-    await admin.execute(f'create database "{name}"')
-    dsn = dsn_for(base, name)
-    try:
-        conn = await asyncpg.connect(dsn)
-        await migrate(conn, MIGRATIONS_PACKAGE)
-        await conn.close()
-        yield dsn
-    finally:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
 
 
 @pytest.fixture
