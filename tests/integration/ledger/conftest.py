@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
 from payplane.adapters.postgres_migrations import migrate
@@ -37,3 +38,15 @@ async def shard(shard_dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+async def produce_commands(bootstrap: str, topic: str, values: list[bytes], partition: int = 0) -> None:
+    """Put ``values`` on one partition of the commands topic, in order, acknowledged by the broker."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()

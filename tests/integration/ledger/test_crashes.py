@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
@@ -23,6 +22,7 @@ from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, Trans
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import produce_commands
 
 TRANSFERS = 3000
 ACCOUNTS = [AccountSpec("world", "EUR", "rail", AccountFlags(internal=True))] + [
@@ -120,14 +120,7 @@ async def test_sigkill_anywhere_loses_nothing_and_applies_nothing_twice(
     infra: Infra, rail: RailTopics, shard_dsn: str
 ) -> None:
     values, requests = _commands()
-    producer = AIOKafkaProducer(bootstrap_servers=infra["KAFKA_BOOTSTRAP"], acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(rail.ledger_commands, value, partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_commands(infra["KAFKA_BOOTSTRAP"], rail.ledger_commands, values)
 
     rng = random.Random(5)
     crash_plan: list[tuple[str | None, float | None]] = [

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
@@ -23,6 +22,7 @@ from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import produce_commands
 
 BATCH = 10
 ROLE = "ledger-writer"
@@ -97,14 +97,7 @@ async def test_a_failed_commit_in_flight_loses_and_repeats_nothing(
     requests = _requests(seed=fail_write)
     values = [encode_command(LedgerCommand(CommandType.CREATE_ACCOUNT, account_spec_to_dict(a))) for a in ACCOUNTS]
     values += [encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(r))) for r in requests]
-    producer = AIOKafkaProducer(bootstrap_servers=infra["KAFKA_BOOTSTRAP"], acks="all")
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(rail.ledger_commands, value, partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_commands(infra["KAFKA_BOOTSTRAP"], rail.ledger_commands, values)
 
     log = KafkaCommandLog(infra["KAFKA_BOOTSTRAP"], rail, ROLE, [0])
     await log.start()

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
@@ -22,6 +21,7 @@ from payplane.ledger.writer import LedgerWriter
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import produce_commands
 from tests.tcp_proxy import PartitionableProxy
 
 ACCOUNTS = [AccountSpec("world", "EUR", "rail", AccountFlags(internal=True))] + [
@@ -60,14 +60,7 @@ async def test_writer_rides_out_a_database_partition(
     requests = _requests()
     values = [encode_command(LedgerCommand(CommandType.CREATE_ACCOUNT, account_spec_to_dict(a))) for a in ACCOUNTS]
     values += [encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(r))) for r in requests]
-    producer = AIOKafkaProducer(bootstrap_servers=infra["KAFKA_BOOTSTRAP"], acks="all", linger_ms=5)
-    await producer.start()
-    try:
-        for value in values:
-            await producer.send(rail.ledger_commands, value, partition=0)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_commands(infra["KAFKA_BOOTSTRAP"], rail.ledger_commands, values)
 
     parts = urlsplit(shard_dsn)
     proxy = PartitionableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
