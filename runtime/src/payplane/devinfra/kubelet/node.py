@@ -397,7 +397,10 @@ class ProcessKubelet:
     def _terminate(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         runtime = self.pods.get(meta["uid"])
-        grace_s = float(meta.get("deletionGracePeriodSeconds") or pod["spec"].get("terminationGracePeriodSeconds") or 0)
+        grace = meta.get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)
+        grace_s = float(grace)
         if runtime is not None:
             now = time.monotonic()
             if not _stop_all(runtime.containers.values(), grace_s, now):
