@@ -484,7 +484,9 @@ def where_to_look(platform: Platform, source: str, destination: str, rate_per_s:
             f"                  kubelet  {platform.kubelet.log_file}",
             f"                  pods     {platform.pods_dir}/{ns}_<pod>_<uid>/<container>.log",
             f"  ledger          {sys.executable} -m payplane ledger verify {verify}",
-            f"  demo load       {rate_per_s:g} payments/s from {source} to {destination}; progress every 10 s",
+            f"  demo load       {rate_per_s:g} payments/s from {source} to {destination}; progress every 10 s"
+            if rate_per_s > 0
+            else "  demo load       none (--rate 0); the accounts above are open for your own payments",
             "Ctrl-C stops the load, the kubelet (and so the pods) and the operator; the infrastructure keeps",
             "running (`payplane infra down` stops it).",
             "",

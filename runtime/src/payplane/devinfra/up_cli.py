@@ -8,8 +8,10 @@ import signal
 import sys
 from typing import Final
 
+import aiohttp
+
 from payplane.devinfra import stack
-from payplane.devinfra.demo_load import DemoLoad, DemoLoadError
+from payplane.devinfra.demo_load import REQUEST_TIMEOUT_S, DemoLoad, DemoLoadError
 from payplane.devinfra.errors import InfraError
 from payplane.devinfra.progress import say
 from payplane.devinfra.settings import load_settings
@@ -50,8 +52,10 @@ async def _run_load(platform: Platform, rate_per_s: float) -> int:
     load = DemoLoad(lambda: urls, platform.api_key, platform.currency)
     refresher = asyncio.create_task(refresh_gateways())
     try:
-        if rate_per_s <= 0:
-            print(where_to_look(platform, "(no demo load)", "(no demo load)", 0), flush=True)
+        if rate_per_s <= 0:  # no load, but two accounts for the printed curl example
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as http:
+                await load.open_accounts(http)
+            print(where_to_look(platform, load.source, load.destination, 0), flush=True)
             await stopping.wait()
             return 0
         say("demo load: two accounts, then a first payment through gateway → worker → Kafka → ledger writer")
