@@ -1,13 +1,17 @@
 """The payment worker's consumer of ledger outcomes (``payplane.<rail>.ledger.results``).
 
 A consumer group spreads the topic's partitions over the worker replicas. Each fetched batch is
-applied in one PostgreSQL transaction, then its offsets are committed: a crash in between redelivers
-the batch, which changes nothing (each ledger operation is resolved once). Undecodable records go to
+applied in one PostgreSQL transaction; offsets are committed afterwards, at most once per
+``COMMIT_INTERVAL_S`` (each commit is a write to the broker's offsets log): a crash or a rebalance
+redelivers what was applied since the last commit, which changes nothing (each ledger operation is
+resolved once). Undecodable records go to
 the group's dead-letter topic with the reason; transient failures are retried with bounded backoff.
 """
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Final, Protocol
 
 import asyncpg
@@ -26,6 +30,7 @@ RETRY_BACKOFF_S_MAX: Final = 5.0
 # How long the broker may hold an empty fetch. It answers as soon as any outcome arrives (fetch.min.bytes
 # is 1), so this sets only how often an idle consumer polls, not how late an outcome is seen.
 FETCH_MAX_WAIT_MS: Final = 500
+COMMIT_INTERVAL_S: Final = 1.0
 
 
 class PaymentObserver(Protocol):
@@ -63,6 +68,9 @@ class LedgerResultsConsumer:
         self.observer: PaymentObserver = observer or _IgnorePayments()
         self.dead_lettered = 0
         self._stopping = asyncio.Event()
+        self._committed_at = 0.0
+        self._uncommitted = False  # applied batches whose offsets are not committed yet
+        self._unapplied = False  # the consumer's position is past records not applied (never commit it)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -74,6 +82,9 @@ class LedgerResultsConsumer:
             while not self._stopping.is_set():
                 await self._round()
         finally:
+            if self._uncommitted and not self._unapplied:
+                with contextlib.suppress(KafkaError, OSError):
+                    await self.consumer.commit()
             await self.consumer.stop()
             await self.producer.stop()
 
@@ -94,14 +105,16 @@ class LedgerResultsConsumer:
             except MessageError as exc:
                 await self._dead_letter(record.value, record.partition, record.offset, str(exc))
         backoff_s = 0.05
+        self._unapplied = True
         while True:
             try:
                 changes = await self.store.apply_outcomes(outcomes)
-                await self.consumer.commit()
+                self._unapplied, self._uncommitted = False, True
                 self.applied += len(changes)
                 self.observer.payments_changed(changes)
                 for change in changes:
                     _log_change(change)
+                await self._commit_if_due()
                 return
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
                 if self._stopping.is_set():
@@ -109,6 +122,19 @@ class LedgerResultsConsumer:
                 log.warning("ledger results: applying a batch failed (%r); retrying in %.2fs", exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
+
+    async def _commit_if_due(self) -> None:
+        """Commit the applied position if the last commit is old enough; a failed commit is only retried
+        later (what it would have covered is redelivered at worst, harmlessly)."""
+        now = time.monotonic()
+        if now - self._committed_at < COMMIT_INTERVAL_S:
+            return
+        try:
+            await self.consumer.commit()
+        except KafkaError as exc:
+            log.warning("ledger results: committing offsets failed (%r); retrying with the next batch", exc)
+            return
+        self._committed_at, self._uncommitted = now, False
 
     async def _dead_letter(self, value: bytes | None, partition: int, offset: int, reason: str) -> None:
         headers = [
