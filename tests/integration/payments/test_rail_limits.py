@@ -1,0 +1,116 @@
+"""A rail's limits as the operator writes them reach the running gateway and worker: the limit variables
+of the operator's own gateway and worker environments (``payplane_operator.desired.workloads``, whose
+mapping onto ``config_from_env`` is unit-tested in ``tests/unit/operator/test_desired.py``) are given to
+real processes, and the limits show in behaviour: amounts outside the rail's range fail, the rate limit
+answers 429 with Retry-After past the burst, idempotency keys are kept for the rail's retention."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from payplane_operator.api.v1alpha1 import parse_rail
+from payplane_operator.desired.workloads import gateway_env, worker_env
+from tests.integration.conftest import Infra
+from tests.integration.payments.fault_checks import PayingClient, new_key
+from tests.integration.payments.rail_stack import Procs, rail_stack
+from tests.integration.test_spire import Spire
+from tests.operator_support import TRUST_DOMAIN, body, rail_spec
+
+LIMIT_VARIABLES = frozenset(
+    {
+        "PAYPLANE_RATE_PER_S",
+        "PAYPLANE_RATE_BURST",
+        "PAYPLANE_IDEMPOTENCY_RETENTION_S",
+        "PAYPLANE_AMOUNT_MIN_MINOR",
+        "PAYPLANE_AMOUNT_MAX_MINOR",
+    }
+)
+RAIL = parse_rail(
+    body(
+        "PaymentRail",
+        "limits",
+        rail_spec(
+            amountLimits={"minMinor": 50, "maxMinor": 5000},
+            rateLimits={"requestsPerSecond": 5, "burst": 12},
+            idempotency={"retention": "2h"},
+        ),
+    )
+)
+
+
+def _limits(env: list[dict[str, Any]]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in env if e["name"] in LIMIT_VARIABLES}
+
+
+@pytest.fixture
+def limits_procs() -> Iterator[Procs]:
+    procs = Procs()
+    yield procs
+    procs.stop_all()
+
+
+async def test_the_rails_limits_as_the_operator_writes_them_are_enforced(
+    infra: Infra, spire: Spire, limits_procs: Procs
+) -> None:
+    gateway_limits = _limits(gateway_env(RAIL))
+    worker_limits = _limits(worker_env(RAIL, kafka_bootstrap="unused", trust_domain=TRUST_DOMAIN))
+    assert set(gateway_limits) | set(worker_limits) == LIMIT_VARIABLES, "the operator stopped writing a limit"
+    async with (
+        rail_stack(
+            spire=spire,
+            procs=limits_procs,
+            postgres_dsn=infra["PAYPLANE_POSTGRES_DSN"],
+            bootstrap=infra["KAFKA_BOOTSTRAP"],
+            redis_url=infra["PAYPLANE_REDIS_URL"],
+            prefix="lim",
+        ) as stack,
+        aiohttp.ClientSession() as http,
+    ):
+        stack.worker_env, stack.gateway_env = worker_limits, gateway_limits
+        stack.spawn_writer()
+        _, worker_port = stack.spawn_worker()
+        _, gateway_port = stack.spawn_gateway(worker_port)
+        payer = PayingClient(http, stack.clients[0], f"http://127.0.0.1:{gateway_port}")
+        source, wallet = await payer.open_accounts(stack.ledger_dsn)
+
+        outcomes = {}
+        for amount in (49, 50, 5000, 5001):
+            key = new_key()
+            status, created = await payer.post(
+                "/v1/payments", {"amount": amount, "currency": "EUR", "source": source, "destination": wallet}, key
+            )
+            assert status == 200, created
+            async with http.get(
+                f"{payer.base_url}/v1/payments/{created['id']}?wait_ms=8000", headers=payer.headers()
+            ) as response:
+                payment = await response.json()
+            outcomes[amount] = (payment["status"], payment["failure_code"])
+        assert outcomes == {
+            49: ("failed", "fraud_declined"),
+            50: ("succeeded", None),
+            5000: ("succeeded", None),
+            5001: ("failed", "fraud_declined"),
+        }
+
+        conn = await asyncpg.connect(stack.payments_dsn)
+        try:
+            kept_s = await conn.fetchval(
+                "select extract(epoch from max(expires_at - created_at)) from idempotency_keys"
+            )
+        finally:
+            await conn.close()
+        assert abs(float(kept_s) - 2 * 3600) < 60, f"keys are kept {kept_s} s, the rail says 2 h"
+
+        prober = PayingClient(http, stack.clients[1], payer.base_url)
+        statuses, retry_after = [], []
+        for _ in range(30):
+            async with http.get(f"{payer.base_url}/v1/payments?limit=1", headers=prober.headers()) as response:
+                statuses.append(response.status)
+                retry_after.append(response.headers.get("Retry-After"))
+        allowed = statuses.count(200)
+        assert 12 <= allowed < 20, f"burst 12 at 5/s: {statuses}"
+        assert set(statuses) == {200, 429}
+        assert all(r is not None and int(r) >= 1 for s, r in zip(statuses, retry_after, strict=True) if s == 429)
