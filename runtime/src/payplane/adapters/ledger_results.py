@@ -55,15 +55,8 @@ class LedgerResultsConsumer:
         self.store = store
         self.group = consumer_group(topics.rail, CONSUMER_ROLE)
         self.dead_letter_topic = topics.dead_letters(CONSUMER_ROLE)
-        self.consumer = AIOKafkaConsumer(
-            topics.ledger_results,
-            bootstrap_servers=bootstrap,
-            group_id=self.group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        self.bootstrap = bootstrap
+        self.consumer, self.producer = self._clients()
         self.applied = 0
         self.observer: PaymentObserver = observer or _IgnorePayments()
         self.dead_lettered = 0
@@ -75,9 +68,40 @@ class LedgerResultsConsumer:
     def stop(self) -> None:
         self._stopping.set()
 
+    def _clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        consumer = AIOKafkaConsumer(
+            self.topics.ledger_results,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
+        return consumer, AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+
+    async def _start(self) -> bool:
+        """Connect, retrying with backoff while Kafka is unreachable (a worker may start during an
+        outage and must settle payments once Kafka is back); False if stopped first."""
+        backoff_s = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self.consumer.start()
+                await self.producer.start()
+                return True
+            except KafkaError as exc:
+                log.warning("ledger results: cannot start (%r); retrying in %.1fs", exc, backoff_s)
+                for client in (self.consumer, self.producer):
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+                self.consumer, self.producer = self._clients()  # a failed start leaves a client unusable
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff_s)
+                backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
+        return False
+
     async def run(self) -> None:
-        await self.consumer.start()
-        await self.producer.start()
+        if not await self._start():
+            return
         try:
             while not self._stopping.is_set():
                 await self._round()

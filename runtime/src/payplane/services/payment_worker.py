@@ -563,11 +563,12 @@ async def run(config: WorkerConfig) -> int:
         asyncio.create_task(results.run()),
         asyncio.create_task(_cleanup_loop(store, stopping)),
     ]
+    failed = _stop_when_a_task_dies(tasks, stopping)
     print(f"LISTENING {port}", flush=True)
     log.info("payment worker for rail %s serving on %s:%d", config.rail, config.bind_address, port)
     try:
         await stopping.wait()
-        return 0
+        return 1 if failed else 0
     finally:
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=5.0)
@@ -580,6 +581,26 @@ async def run(config: WorkerConfig) -> int:
             await pool.close()
         await store.close()
         source.close()
+
+
+def _stop_when_a_task_dies(tasks: list[asyncio.Task[None]], stopping: asyncio.Event) -> list[BaseException]:
+    """A background loop (relay, consumer, cleanup) that ends with an error stops the worker, which exits
+    non-zero for its supervisor to restart it: serving requests without relaying or settling would
+    leave every new payment processing. Returns the list the failures are collected in."""
+    failures: list[BaseException] = []
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or stopping.is_set():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("a background task of the payment worker failed; stopping", exc_info=error)
+            failures.append(error)
+            stopping.set()
+
+    for task in tasks:
+        task.add_done_callback(done)
+    return failures
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
