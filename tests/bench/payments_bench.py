@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
@@ -71,6 +72,8 @@ class Rail:
     base_urls: list[str]
     pids: dict[str, int]
     log_dir: Path
+    infra_state_dir: Path  # the shared infrastructure's (to find its Kafka broker)
+    redis_address: str  # host:port of the shared Redis
 
     @property
     def base_url(self) -> str:
@@ -117,7 +120,16 @@ async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIte
             proc, port = await asyncio.to_thread(stack.spawn_gateway, worker_ports[0], PAYPLANE_WORKER_TARGETS=targets)
             pids[f"gateway-{n}"] = proc.pid
             base_urls.append(f"http://127.0.0.1:{port}")
-        yield Rail(stack.payments_dsn, stack.ledger_dsn, stack.clients, base_urls, pids, procs.log_dir)
+        yield Rail(
+            stack.payments_dsn,
+            stack.ledger_dsn,
+            stack.clients,
+            base_urls,
+            pids,
+            procs.log_dir,
+            load_settings().state_dir,
+            urlsplit(endpoints["PAYPLANE_REDIS_URL"]).netloc.rsplit("@", 1)[-1],
+        )
 
 
 @dataclass
@@ -149,7 +161,7 @@ class RunFigures:
     settled_per_s: float = 0.0
     settle_p50_ms: float = 0.0
     settle_p99_ms: float = 0.0
-    cpu_s_per_payment: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_payment: dict[str, float] = field(default_factory=dict)
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -172,32 +184,16 @@ def _cpu_s(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / CLK_TCK
 
 
-def _postgres_cpu_s(databases: tuple[str, ...]) -> float:
-    """CPU of the PostgreSQL backends serving ``databases`` (the rail's own: the server is shared, and its
-    background writers, which flush everyone's WAL, are not counted)."""
-    total = 0.0
+def _processes() -> dict[int, str]:
+    """Every process's command line (arguments joined by spaces), by pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                words = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if len(words) > 2 and words[0] == "postgres:" and words[2] in databases:
-                total += _cpu_s(int(entry.name))
-    return total
-
-
-def _cpu_s_by_comm(prefix: str) -> float:
-    """CPU of every process whose command name starts with ``prefix`` (shared servers: Kafka's JVM, Redis)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().startswith(prefix):
-                    total += _cpu_s(int(entry.name))
-            except OSError:
-                continue
-    return total
+    return found
 
 
 def _machine_busy_s() -> float:
@@ -206,23 +202,42 @@ def _machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
-def cpu_snapshot(rail: Rail) -> dict[str, float]:
-    snapshot: dict[str, float] = {}
+CpuSnapshot = dict[str, dict[int, float]]  # what -> pid -> CPU seconds so far
+
+
+def cpu_snapshot(rail: Rail) -> CpuSnapshot:
+    """CPU seconds so far of the rail's processes by role, of the PostgreSQL backends serving the rail's
+    databases (the server is shared: its background writers, which flush everyone's WAL, are not counted),
+    of the shared Kafka broker and Redis (other users' work included), and of the whole machine."""
+    snapshot: CpuSnapshot = {}
     for name, pid in rail.pids.items():
-        role = name.rsplit("-", 1)[0]
-        snapshot[role] = snapshot.get(role, 0.0) + _cpu_s(pid)
+        snapshot.setdefault(name.rsplit("-", 1)[0], {})[pid] = _cpu_s(pid)
     own = resource.getrusage(resource.RUSAGE_SELF)
-    snapshot["load-generator"] = own.ru_utime + own.ru_stime
-    databases = (rail.payments_dsn.rsplit("/", 1)[1], rail.ledger_dsn.rsplit("/", 1)[1])
-    snapshot["postgres (the rail's backends)"] = _postgres_cpu_s(databases)
-    snapshot["kafka (shared broker)"] = _cpu_s_by_comm("java")
-    snapshot["redis (shared)"] = _cpu_s_by_comm("redis-server")
-    snapshot["machine (2 cores, everyone's work)"] = _machine_busy_s()
+    snapshot["load-generator"] = {os.getpid(): own.ru_utime + own.ru_stime}
+    databases = {rail.payments_dsn.rsplit("/", 1)[1], rail.ledger_dsn.rsplit("/", 1)[1]}
+    shared: CpuSnapshot = {"postgres (the rail's backends)": {}, "kafka (shared broker)": {}, "redis (shared)": {}}
+    for pid, cmdline in _processes().items():
+        words = cmdline.split()
+        if len(words) > 2 and words[0] == "postgres:" and words[2] in databases:
+            shared["postgres (the rail's backends)"][pid] = _cpu_s(pid)
+        elif "java" in cmdline and f"{rail.infra_state_dir}/kafka/" in cmdline:
+            shared["kafka (shared broker)"][pid] = _cpu_s(pid)
+        elif words and words[0].endswith("redis-server") and rail.redis_address in cmdline:
+            shared["redis (shared)"][pid] = _cpu_s(pid)
+    snapshot |= shared
+    snapshot["machine (2 cores, everyone's work)"] = {-1: _machine_busy_s()}
     return snapshot
 
 
-def cpu_per_payment(before: Mapping[str, float], after: Mapping[str, float], payments: int) -> dict[str, float]:
-    return {k: round((after[k] - before.get(k, 0.0)) / max(payments, 1) * 1000, 3) for k in after}
+def cpu_per_payment(before: CpuSnapshot, after: CpuSnapshot, payments: int) -> dict[str, float]:
+    """Milliseconds of CPU per payment, over the processes alive at both snapshots (a restarted shared
+    server's new process is left out rather than counted from zero)."""
+    per_payment = {}
+    for what, pids in after.items():
+        earlier = before.get(what, {})
+        used_s = sum(cpu_s - earlier[pid] for pid, cpu_s in pids.items() if pid in earlier)
+        per_payment[what] = round(used_s / max(payments, 1) * 1000, 3)
+    return per_payment
 
 
 # --- set-up -------------------------------------------------------------------------------------------
@@ -384,7 +399,7 @@ async def ledger_has(rail: Rail, payment_ids: list[str]) -> int:
         await conn.close()
 
 
-async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: dict[str, float]) -> RunFigures:
+async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: CpuSnapshot) -> RunFigures:
     accepted = [s for s in samples if s.status == 200]
     refused: dict[int, int] = {}
     for s in samples:
@@ -404,7 +419,7 @@ async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: dict
     )
     ids = [s.payment_id for s in accepted]
     rows = await settle(rail, ids)
-    result.cpu_s_per_payment = cpu_per_payment(cpu_before, cpu_snapshot(rail), len(accepted))
+    result.cpu_ms_per_payment = cpu_per_payment(cpu_before, cpu_snapshot(rail), len(accepted))
     result.load_average = os.getloadavg()
     succeeded = [r for r in rows if r["status"] == "succeeded"]
     in_ledger = await ledger_has(rail, ids)
@@ -463,7 +478,7 @@ def print_figures(f: RunFigures) -> None:
         f" | load average {f.load_average[0]:.2f}",
         flush=True,
     )
-    print(f"  CPU ms per payment: {json.dumps(f.cpu_s_per_payment)}", flush=True)
+    print(f"  CPU ms per payment: {json.dumps(f.cpu_ms_per_payment)}", flush=True)
 
 
 async def main(args: argparse.Namespace) -> int:
