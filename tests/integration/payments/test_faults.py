@@ -225,9 +225,9 @@ async def test_postgres_down_for_the_worker_gives_503_and_writes_nothing(
     try:
         async with _stack(infra, spire, fault_procs) as stack:
             stack.spawn_writer()
-            proxied = _proxied_dsn(stack.payments_dsn, proxy)
+            proxied = _proxied_dsn(stack.payments_dsn, proxy)  # the worker's and the gateway's (API keys)
             _, worker_port = await asyncio.to_thread(stack.spawn_worker, PAYPLANE_PAYMENTS_DSN=proxied)
-            _, gateway_port = await asyncio.to_thread(stack.spawn_gateway, worker_port)
+            _, gateway_port = await asyncio.to_thread(stack.spawn_gateway, worker_port, PAYPLANE_PAYMENTS_DSN=proxied)
             payer = PayingClient(http, stack.clients[0], f"http://127.0.0.1:{gateway_port}")
             source, wallet = await payer.open_accounts(stack.ledger_dsn)
             tried = await _pay_many(payer, source, wallet, 5)
@@ -248,6 +248,12 @@ async def test_postgres_down_for_the_worker_gives_503_and_writes_nothing(
             ) as response:
                 assert response.status == 503
                 assert (await response.json())["error"]["code"] == "service_unavailable"
+            # a client whose key the gateway has not seen yet: the key cannot be checked, 503 as well
+            newcomer = PayingClient(http, stack.clients[1], payer.base_url)
+            for path in ("/v1/payments", "/v1/payments?limit=1"):
+                async with http.get(payer.base_url + path, headers=newcomer.headers()) as response:
+                    assert response.status == 503, await response.text()
+                    assert (await response.json())["error"]["code"] == "service_unavailable"
 
             conn = await asyncpg.connect(stack.payments_dsn)  # directly, not through the cut proxy
             try:

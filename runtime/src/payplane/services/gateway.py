@@ -35,10 +35,12 @@ from payplane.adapters.svid import SvidSource
 from payplane.gateway import grpc_edge
 from payplane.gateway.app import Gateway, Principal, WorkerPool
 from payplane.gateway.grpc_edge import PublicPaymentService
+from payplane.payments.errors import ApiError
 from payplane.platform.metrics import GatewayMetrics
 from payplane.services.entry import ConfigError, serve_from_env
 
 log = logging.getLogger("payplane.gateway")
+AUTH_TIMEOUT_S: Final = 5.0  # an unreachable payments database answers 503, not a hung request
 GRPC_OPTIONS: Final[list[tuple[str, str | int]]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.lb_policy_name", "round_robin"),
@@ -88,7 +90,11 @@ async def run(config: GatewayConfig) -> int:
     channels = [RotatingChannel(source, target, GRPC_OPTIONS) for target in config.worker_targets]
 
     async def authenticate(key: str) -> Principal | None:
-        client = await api_clients.authenticate(pool, key)
+        try:
+            client = await asyncio.wait_for(api_clients.authenticate(pool, key), AUTH_TIMEOUT_S)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("API key lookup failed: %r", exc)
+            raise ApiError("service_unavailable", "API keys cannot be checked right now; retry shortly") from None
         return Principal(client.id, client.role) if client else None
 
     async def rate_check(client_id: str) -> tuple[bool, float]:
