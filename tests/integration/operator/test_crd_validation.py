@@ -17,7 +17,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import Infra
-from tests.integration.operator.conftest import GROUP, PLURALS, VERSION, wait_for
+from tests.integration.operator.conftest import GROUP, NAMESPACE_GONE_S, PLURALS, VERSION, wait_for
 from tests.operator_support import policy_spec, rail_spec, shard_spec
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -38,7 +38,7 @@ def namespace(api: client.ApiClient, crds: None, run_id: str) -> Iterator[str]:
             return exc.status == 404
         return False
 
-    wait_for(f"namespace {name} to be deleted", gone, timeout_s=60)
+    wait_for(f"namespace {name} to be deleted", gone, timeout_s=NAMESPACE_GONE_S)
 
 
 def _object(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
