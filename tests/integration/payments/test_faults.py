@@ -268,6 +268,15 @@ async def test_postgres_down_for_the_worker_gives_503_and_writes_nothing(
             assert (written, claimed) == (0, 0), "a refused request left a payment or a claimed key behind"
 
             proxy.heal()
+            # what a PostgreSQL restart does to open sessions: every backend of the rail's database ends
+            # ("terminating connection due to administrator command"); answers are 200 or 503, never 500
+            for _ in range(100):  # once the worker has sessions again
+                if (await _list(payer))[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            await _terminate_backends(infra["PAYPLANE_POSTGRES_DSN"], stack.payments_dsn)
+            answers = await asyncio.gather(*(_list(payer) for _ in range(20)))
+            assert {status for status, _ in answers} <= {200, 503}, (answers, fault_procs.log_dir)
             deadline = time.monotonic() + ACCEPT_S
             for key, body in refused.items():  # the same keys and bodies now succeed, exactly once
                 assert await payer.pay(source, wallet, int(str(body["amount"])), key, deadline)
@@ -276,6 +285,23 @@ async def test_postgres_down_for_the_worker_gives_503_and_writes_nothing(
             await assert_exactly_once_and_settled(stack.payments_dsn, stack.ledger_dsn, payer.accepted, tried, wallet)
     finally:
         await proxy.stop()
+
+
+async def _terminate_backends(admin_dsn: str, database_dsn: str) -> None:
+    database = urlsplit(database_dsn).path.lstrip("/")
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        ended = await admin.fetchval(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity where datname = $1", database
+        )
+    finally:
+        await admin.close()
+    assert ended > 0, "no session of the rail's database to end"
+
+
+async def _list(payer: PayingClient) -> tuple[int, dict[str, object]]:
+    async with payer.http.get(payer.base_url + "/v1/payments?limit=1", headers=payer.headers()) as response:
+        return response.status, await response.json()
 
 
 async def test_sigkill_of_worker_and_gateway_under_load_loses_and_duplicates_nothing(

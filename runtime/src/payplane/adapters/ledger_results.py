@@ -17,6 +17,7 @@ from typing import Final, Protocol
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from asyncpg.exceptions import InternalClientError
 
 from payplane.adapters.payments_store import PaymentsStore, StatusChange
 from payplane_contracts.ledger_messages import MessageError, TransferOutcome, decode_outcome
@@ -140,7 +141,14 @@ class LedgerResultsConsumer:
                     _log_change(change)
                 await self._commit_if_due()
                 return
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                InternalClientError,
+                KafkaError,
+            ) as exc:
                 if self._stopping.is_set():
                     return  # uncommitted: redelivered to whoever takes the partitions, harmlessly
                 log.warning("ledger results: applying a batch failed (%r); retrying in %.2fs", exc, backoff_s)

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
+from asyncpg.exceptions import InternalClientError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,14 @@ class OutboxRelay:
             try:
                 await self._run_connected()
             # InterfaceError: the connection was closed under us (a network partition, a restart)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                InternalClientError,
+                KafkaError,
+            ) as exc:
                 log.warning("outbox relay %s: %r; retrying in %.1fs", self.source, exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)

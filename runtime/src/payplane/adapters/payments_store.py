@@ -691,6 +691,18 @@ class _OutcomeBatch:
             self.changes.append(change)
 
 
+# SQLSTATE classes a retry can cure: connection exceptions, transaction rollbacks (serialization failure,
+# deadlock), insufficient resources (too many connections), operator intervention (a restart or shutdown
+# terminating the session, "the database system is starting up", a cancelled statement).
+TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "40", "53", "57"})
+
+
+def is_transient(exc: asyncpg.PostgresError) -> bool:
+    """Whether a PostgreSQL error means "unavailable, retry" rather than a bug."""
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
 def replay_or_refuse(stored: StoredResponse, fingerprint: str) -> bytes:
     if stored.fingerprint != fingerprint:
         raise ApiError(

@@ -24,6 +24,7 @@ import asyncpg
 import grpc
 import grpc.aio
 from aiohttp import web
+from asyncpg.exceptions import InternalClientError
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -92,7 +93,7 @@ async def run(config: GatewayConfig) -> int:
     async def authenticate(key: str) -> Principal | None:
         try:
             client = await asyncio.wait_for(api_clients.authenticate(pool, key), AUTH_TIMEOUT_S)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError) as exc:
             log.warning("API key lookup failed: %r", exc)
             raise ApiError("service_unavailable", "API keys cannot be checked right now; retry shortly") from None
         return Principal(client.id, client.role) if client else None

@@ -27,6 +27,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 import grpc
 import grpc.aio
+from asyncpg.exceptions import InternalClientError
 from google.protobuf.message import Message
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +44,7 @@ from payplane.adapters.payments_store import (
     Conn,
     IdempotencyClaim,
     PaymentsStore,
+    is_transient,
     replay_or_refuse,
 )
 from payplane.adapters.postgres_migrations import migrate
@@ -229,7 +231,10 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
             return await call()
         except ApiError as exc:
             await self._abort(context, exc)
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+        # InternalClientError: a session ended under a running statement ("another operation is in progress")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError, TimeoutError) as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                raise  # a bug, not an outage: logged by grpc, answered as internal_error
             log.warning("database unavailable: %r", exc)
             await self._abort(context, ApiError("service_unavailable", "the payments database is unavailable"))
         raise AssertionError("unreachable: abort raises")
@@ -512,7 +517,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
 
 async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError):
             deleted = await store.cleanup_expired_keys()
             if deleted:
                 log.info("removed %d expired idempotency keys", deleted)
