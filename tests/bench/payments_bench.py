@@ -9,6 +9,9 @@ infrastructure, started by the integration tests' ``rail_stack`` (each workload 
    first; then waits (bounded) until every accepted payment is settled.
 3. **Half rate**: an open loop at half the settled rate of step 2, latency measured from each
    request's scheduled start (no coordinated omission).
+   After each run, requests whose first answer was a timeout, 409, 429 or 5xx are retried with the same
+   key and body, as clients are told to: a request the gateway gave up on may still have created its
+   payment, and the retry must get exactly that one. Latency figures count first answers only.
 4. Replays a sample of keys (every answer must be the original payment), runs ``ledger verify`` and
    checks counts: every accepted payment succeeded exactly once in the payments database and has
    exactly one posted transfer in the ledger; nothing else was created.
@@ -51,6 +54,8 @@ from tests.integration.test_spire import Spire
 SETTLE_TIMEOUT_S: Final = 120.0
 LEDGER_OPEN_TIMEOUT_S: Final = 60.0
 REPLAY_SAMPLE: Final = 200
+RETRIES_MAX: Final = 10
+RETRY_PAUSE_S: Final = 0.5
 AMOUNT_MINOR: Final = 1250
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -142,6 +147,12 @@ class Sample:
     body: bytes = b""
     url: str = ""
     client: Client | None = None
+    recovered: bool = False  # first answer was not 200; a retry with the same key got the payment
+
+    @property
+    def accepted(self) -> bool:
+        """The client holds a payment for this key (at once, or after retrying as a client should)."""
+        return self.status == 200 or self.recovered
 
     @property
     def latency_s(self) -> float:
@@ -153,10 +164,11 @@ class RunFigures:
     name: str
     sent: int
     accepted: int
-    refused: dict[int, int]
+    refused: dict[int, int]  # first answers other than 200, by status (-1: no answer)
     accepted_per_s: float
     accept_p50_ms: float
     accept_p99_ms: float
+    recovered_by_retry: int = 0
     settled: int = 0
     settled_per_s: float = 0.0
     settle_p50_ms: float = 0.0
@@ -399,7 +411,27 @@ async def ledger_has(rail: Rail, payment_ids: list[str]) -> int:
         await conn.close()
 
 
-async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: CpuSnapshot) -> RunFigures:
+async def retry_unanswered(http: aiohttp.ClientSession, samples: list[Sample]) -> int:
+    """Retry, with the same key and body, every request whose first answer was a timeout, 409, 429 or 5xx
+    (what a client is told to do); returns how many got their payment that way."""
+    recovered = 0
+    for sample in samples:
+        if sample.status == 200 or (400 <= sample.status < 500 and sample.status not in (409, 429)):
+            continue
+        for _ in range(RETRIES_MAX):
+            again = Sample(sample.key, 0.0, body=sample.body, url=sample.url, client=sample.client)
+            await send(http, again)
+            if again.status == 200:
+                sample.payment_id, sample.recovered = again.payment_id, True
+                recovered += 1
+                break
+            await asyncio.sleep(RETRY_PAUSE_S)
+    return recovered
+
+
+async def figures(
+    name: str, rail: Rail, http: aiohttp.ClientSession, samples: list[Sample], cpu_before: CpuSnapshot
+) -> RunFigures:
     accepted = [s for s in samples if s.status == 200]
     refused: dict[int, int] = {}
     for s in samples:
@@ -417,9 +449,10 @@ async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: CpuS
         accept_p50_ms=percentile(latencies, 0.50),
         accept_p99_ms=percentile(latencies, 0.99),
     )
-    ids = [s.payment_id for s in accepted]
-    rows = await settle(rail, ids)
     result.cpu_ms_per_payment = cpu_per_payment(cpu_before, cpu_snapshot(rail), len(accepted))
+    result.recovered_by_retry = await retry_unanswered(http, samples)
+    ids = [s.payment_id for s in samples if s.accepted]
+    rows = await settle(rail, ids)
     result.load_average = os.getloadavg()
     succeeded = [r for r in rows if r["status"] == "succeeded"]
     in_ledger = await ledger_has(rail, ids)
@@ -435,7 +468,7 @@ async def figures(name: str, rail: Rail, samples: list[Sample], cpu_before: CpuS
 
 async def replays_match(http: aiohttp.ClientSession, samples: list[Sample]) -> bool:
     """The same key and body again must answer the very same payment, marked as a replay."""
-    accepted = [s for s in samples if s.status == 200]
+    accepted = [s for s in samples if s.accepted]
     for original in random.Random(3).sample(accepted, min(REPLAY_SAMPLE, len(accepted))):
         again = Sample(original.key, 0.0, body=original.body, url=original.url, client=original.client)
         await send(http, again)
@@ -472,7 +505,8 @@ async def books_balance(rail: Rail, accepted_ids: list[str]) -> tuple[bool, str]
 
 def print_figures(f: RunFigures) -> None:
     print(
-        f"{f.name}: sent={f.sent} accepted={f.accepted} refused={f.refused} accepted/s={f.accepted_per_s:,.0f}"
+        f"{f.name}: sent={f.sent} accepted={f.accepted} refused={f.refused} (recovered by retry: "
+        f"{f.recovered_by_retry}) accepted/s={f.accepted_per_s:,.0f}"
         f" accept p50={f.accept_p50_ms:.1f} ms p99={f.accept_p99_ms:.1f} ms | settled={f.settled}"
         f" settled/s={f.settled_per_s:,.0f} accept→settled p50={f.settle_p50_ms:.0f} ms p99={f.settle_p99_ms:.0f} ms"
         f" | load average {f.load_average[0]:.2f}",
@@ -497,21 +531,22 @@ async def main(args: argparse.Namespace) -> int:
     ):
         pairs = await open_accounts(http, rail, args.accounts)
         warm = await closed_loop(http, Requests(rail, pairs, "warm"), 8, 5.0, args.warmup)
-        await settle(rail, [s.payment_id for s in warm if s.status == 200])
+        await retry_unanswered(http, warm)
+        await settle(rail, [s.payment_id for s in warm if s.accepted])
         cpu_before = cpu_snapshot(rail)
         peak_samples = await closed_loop(
             http, Requests(rail, pairs, "max"), args.concurrency, args.duration_s, args.payments_max
         )
-        peak = await figures("max rate (closed loop)", rail, peak_samples, cpu_before)
+        peak = await figures("max rate (closed loop)", rail, http, peak_samples, cpu_before)
         print_figures(peak)
         half_rate = max(1.0, (peak.settled_per_s or peak.accepted_per_s) / 2)
         cpu_before = cpu_snapshot(rail)
         half_samples = await open_loop(http, Requests(rail, pairs, "half"), half_rate, args.duration_s)
-        half = await figures(f"half rate (open loop, {half_rate:,.0f}/s)", rail, half_samples, cpu_before)
+        half = await figures(f"half rate (open loop, {half_rate:,.0f}/s)", rail, http, half_samples, cpu_before)
         print_figures(half)
         every = warm + peak_samples + half_samples
         replays_ok = await replays_match(http, every)
-        books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.status == 200])
+        books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.accepted])
         print(f"idempotent replays: {'ok' if replays_ok else 'FAILED'}; {books}", flush=True)
         print(f"process logs: {rail.log_dir}", flush=True)
     if args.json:
