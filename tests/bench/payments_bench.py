@@ -173,6 +173,8 @@ class RunFigures:
     settled_per_s: float = 0.0
     settle_p50_ms: float = 0.0
     settle_p99_ms: float = 0.0
+    to_ledger_p50_p99_ms: tuple[float, float] = (0.0, 0.0)
+    ledger_to_settled_p50_p99_ms: tuple[float, float] = (0.0, 0.0)
     cpu_ms_per_payment: dict[str, float] = field(default_factory=dict)
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -399,16 +401,16 @@ async def settle(rail: Rail, payment_ids: list[str]) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def ledger_has(rail: Rail, payment_ids: list[str]) -> int:
+async def ledger_applied_at_us(rail: Rail, payment_ids: list[str]) -> dict[str, int]:
+    """When the ledger applied each payment's posted transfer (the first leg when it crosses partitions)."""
     conn = await asyncpg.connect(rail.ledger_dsn)
     try:
-        return int(
-            await conn.fetchval(
-                "select count(*) from transfers where id = any($1::text[]) and mode = 'posted'", payment_ids
-            )
+        rows = await conn.fetch(
+            "select id, applied_at_us from transfers where id = any($1::text[]) and mode = 'posted'", payment_ids
         )
     finally:
         await conn.close()
+    return {r["id"]: r["applied_at_us"] for r in rows}
 
 
 async def retry_unanswered(http: aiohttp.ClientSession, samples: list[Sample]) -> int:
@@ -455,14 +457,19 @@ async def figures(
     rows = await settle(rail, ids)
     result.load_average = os.getloadavg()
     succeeded = [r for r in rows if r["status"] == "succeeded"]
-    in_ledger = await ledger_has(rail, ids)
-    result.settled = min(len(succeeded), in_ledger)
+    in_ledger = await ledger_applied_at_us(rail, ids)
+    result.settled = sum(1 for r in succeeded if r["id"] in in_ledger)
     if succeeded:
         span_us = max(r["updated_at_us"] for r in succeeded) - min(r["created_at_us"] for r in succeeded)
         result.settled_per_s = result.settled / (span_us / 1e6)
         settle_ms = [(r["updated_at_us"] - r["created_at_us"]) / 1000 for r in succeeded]
         result.settle_p50_ms = percentile(settle_ms, 0.50)
         result.settle_p99_ms = percentile(settle_ms, 0.99)
+        # the two halves: acceptance → the ledger's decision, and the decision → the payment settled
+        to_ledger_ms = [(in_ledger[r["id"]] - r["created_at_us"]) / 1000 for r in succeeded if r["id"] in in_ledger]
+        back_ms = [(r["updated_at_us"] - in_ledger[r["id"]]) / 1000 for r in succeeded if r["id"] in in_ledger]
+        result.to_ledger_p50_p99_ms = (percentile(to_ledger_ms, 0.50), percentile(to_ledger_ms, 0.99))
+        result.ledger_to_settled_p50_p99_ms = (percentile(back_ms, 0.50), percentile(back_ms, 0.99))
     return result
 
 
@@ -509,6 +516,8 @@ def print_figures(f: RunFigures) -> None:
         f"{f.recovered_by_retry}) accepted/s={f.accepted_per_s:,.0f}"
         f" accept p50={f.accept_p50_ms:.1f} ms p99={f.accept_p99_ms:.1f} ms | settled={f.settled}"
         f" settled/s={f.settled_per_s:,.0f} accept→settled p50={f.settle_p50_ms:.0f} ms p99={f.settle_p99_ms:.0f} ms"
+        f" (accept→ledger p50/p99 {f.to_ledger_p50_p99_ms[0]:.0f}/{f.to_ledger_p50_p99_ms[1]:.0f} ms,"
+        f" ledger→settled {f.ledger_to_settled_p50_p99_ms[0]:.0f}/{f.ledger_to_settled_p50_p99_ms[1]:.0f} ms)"
         f" | load average {f.load_average[0]:.2f}",
         flush=True,
     )
