@@ -87,7 +87,7 @@ def _clean_up(
         assert platform is not None
         platform.stop()
     else:  # nobody left to run the finalizers: release the objects, then remove what they made by hand
-        for name in kubectl.run("get", *ours[:-1], "-o", "name").split():
+        for name in kubectl.run("get", ours[0], "-n", ns, "--ignore-not-found", "-o", "name").split():
             kubectl.run("patch", name, "-n", ns, "--type=merge", "-p", '{"metadata":{"finalizers":null}}')
         asyncio.run(_delete_topics(endpoints["KAFKA_BOOTSTRAP"], f"payplane.{options.rail_name}."))
         spire = SpireServerCli(

@@ -26,7 +26,8 @@ class FakeApi:
 
     def items(self, path: str, **query: str) -> list[dict[str, Any]]:
         if path.endswith("/pods"):
-            return [p for p in self.pods.values() if p["spec"]["nodeName"] == "n1"]
+            assert query == {"fieldSelector": "spec.nodeName=n1"}
+            return list(self.pods.values())
         if path.endswith("/secrets"):
             return self.secrets
         return []
@@ -153,5 +154,22 @@ def test_the_node_is_registered_ready_with_a_lease_it_owns(kubelet: ProcessKubel
         }
         assert lease["spec"]["holderIdentity"] == "n1"
         assert (kubelet.node.spiffe_dir / "spire-agent.sock").is_symlink()
+    finally:
+        kubelet.shutdown(bound_s=5)
+
+
+def test_pods_of_other_namespaces_are_not_run_but_their_deletion_is_finished(kubelet: ProcessKubelet) -> None:
+    api: FakeApi = kubelet.api  # type: ignore[assignment]
+    stranger = pod("stranger", "import time; time.sleep(60)")
+    stranger["metadata"]["namespace"] = "elsewhere"
+    leaving = pod("leaving", "pass")
+    leaving["metadata"] |= {"namespace": "elsewhere", "deletionTimestamp": "2026-11-22T10:00:00Z"}
+    api.pods |= {"stranger": stranger, "leaving": leaving}
+    kubelet.prepare()
+    try:
+        kubelet.sync_once()
+        assert "leaving" not in api.pods
+        assert api.pods["stranger"]["status"] == {}  # never reported, never run
+        assert kubelet.pods == {}
     finally:
         kubelet.shutdown(bound_s=5)

@@ -7,6 +7,7 @@ delete the pod object as a kubelet does) and patch its status when it changed.
 """
 
 import base64
+import contextlib
 import datetime
 import ipaddress
 import logging
@@ -232,13 +233,18 @@ class ProcessKubelet:
     # --- one pass -------------------------------------------------------------------------------
 
     def list_pods(self) -> list[dict[str, Any]]:
-        selector = f"spec.nodeName={self.settings.node_name}"
+        """The pods this kubelet runs; pods of other namespaces bound here only get their deletion finished
+        (nothing of theirs runs here, and a deletion nobody confirms would hold their namespace forever)."""
+        bound = self.api.items("/api/v1/pods", fieldSelector=f"spec.nodeName={self.settings.node_name}")
         if not self.settings.namespaces:
-            return self.api.items("/api/v1/pods", fieldSelector=selector)
-        pods = []
-        for namespace in self.settings.namespaces:
-            pods += self.api.items(f"/api/v1/namespaces/{namespace}/pods", fieldSelector=selector)
-        return pods
+            return bound
+        ours = [p for p in bound if p["metadata"]["namespace"] in self.settings.namespaces]
+        for pod in bound:
+            meta = pod["metadata"]
+            if meta["namespace"] not in self.settings.namespaces and meta.get("deletionTimestamp"):
+                with contextlib.suppress(KubeApiError):
+                    self._delete_pod_object(meta)
+        return ours
 
     def load_objects(self, namespaces: set[str]) -> None:
         self.objects = {}
@@ -407,10 +413,9 @@ class ProcessKubelet:
                 return
             self._forget(meta["uid"])
             log.info("pod %s/%s stopped", meta["namespace"], meta["name"])
-        body = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "gracePeriodSeconds": 0,
-            "preconditions": {"uid": meta["uid"]},
-        }
+        self._delete_pod_object(meta)
+
+    def _delete_pod_object(self, meta: Mapping[str, Any]) -> None:
+        """What a kubelet does once a pod's containers are gone: delete the object for good (grace 0)."""
+        body = {"kind": "DeleteOptions", "gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}}
         self.api.delete(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}", body)

@@ -8,7 +8,9 @@ RESTART_BACKOFF_FIRST_S: Final = 1.0
 RESTART_BACKOFF_MAX_S: Final = 60.0
 # A container that ran this long without exiting starts its backoff from the beginning again.
 RESTART_BACKOFF_RESET_S: Final = 60.0
-NODE_CAPACITY: Final = {"cpu": "16", "memory": "64Gi", "pods": "110", "ephemeral-storage": "100Gi"}
+# Room for far more pods than one machine runs: on an API server shared with other work, pods the
+# scheduler binds here from namespaces this kubelet does not serve must never crowd its own out.
+NODE_CAPACITY: Final = {"cpu": "64", "memory": "256Gi", "pods": "1000", "ephemeral-storage": "1Ti"}
 CONTAINER_ID_SCHEME: Final = "process://"
 
 
