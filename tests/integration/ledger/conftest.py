@@ -8,7 +8,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
+from payplane.adapters.outbox_relay import unpack_messages
 from payplane.adapters.postgres_migrations import migrate
+from payplane_contracts.ledger_messages import TransferOutcome, decode_outcome
 from tests.integration.conftest import Infra
 
 
@@ -50,3 +52,12 @@ async def produce_commands(bootstrap: str, topic: str, values: list[bytes], part
         await producer.flush()
     finally:
         await producer.stop()
+
+
+async def outcomes_in_outbox(conn: asyncpg.Connection, topic: str | None = None) -> list[TransferOutcome]:
+    """The outcome messages a shard's outbox holds, in order (a batch's outcomes share one packed row)."""
+    rows = await conn.fetch(
+        "select payload, packed from outbox where $1::text is null or topic = $1 order by id", topic
+    )
+    payloads = [v for r in rows for _, v in (unpack_messages(r["payload"]) if r["packed"] else [(None, r["payload"])])]
+    return [decode_outcome(p) for p in payloads]

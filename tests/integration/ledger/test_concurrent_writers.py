@@ -19,10 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from payplane.adapters.ledger_verify import verify_shards
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import outcomes_in_outbox
 
 PARTITIONS = 4
 CUSTOMERS = 40
@@ -72,10 +73,8 @@ def _commands() -> tuple[list[tuple[int, bytes]], list[str]]:
 
 
 async def _decided(conn: asyncpg.Connection, topic: str) -> dict[str, set[str]]:
-    rows = await conn.fetch("select payload from outbox where topic = $1", topic)
     decided: dict[str, set[str]] = {}
-    for row in rows:
-        outcome = decode_outcome(row["payload"])
+    for outcome in await outcomes_in_outbox(conn, topic):
         decided.setdefault(outcome.transfer_id, set()).add(outcome.result)
     return decided
 

@@ -19,10 +19,10 @@ from payplane.adapters.ledger_verify import verify
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
-from tests.integration.ledger.conftest import produce_commands
+from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 
 TRANSFERS = 3000
 ACCOUNTS = [AccountSpec("world", "EUR", "rail", AccountFlags(internal=True))] + [
@@ -146,7 +146,7 @@ async def test_sigkill_anywhere_loses_nothing_and_applies_nothing_twice(
     try:
         report = await verify(conn)
         assert report.passed, report.render()
-        outcomes = [decode_outcome(r["payload"]) for r in await conn.fetch("select payload from outbox")]
+        outcomes = await outcomes_in_outbox(conn)
         assert len(outcomes) == len(requests), "every command must have exactly one outcome"
         assert {o.transfer_id: o.result for o in outcomes} == expected_results
         balances = {

@@ -17,10 +17,11 @@ from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import outcomes_in_outbox
 
 PARTITIONS = 2
 GROUP = "ledger-writer"
@@ -110,8 +111,7 @@ async def test_two_writers_settle_cross_partition_payments(
         for _ in range(200):
             for writer in writers:
                 await writer.run_once()
-            rows = await shard.fetch("select payload from outbox where topic = $1", rail.ledger_results)
-            outcomes = {o.transfer_id: o.result for o in (decode_outcome(r["payload"]) for r in rows)}
+            outcomes = {o.transfer_id: o.result for o in await outcomes_in_outbox(shard, rail.ledger_results)}
             if {"pay-ok", "pay-missing"} <= outcomes.keys():
                 break
         else:

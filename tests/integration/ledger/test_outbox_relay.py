@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay
+from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay, pack_messages
 from tests.integration.conftest import Infra
 from tests.tcp_proxy import PartitionableProxy
 
@@ -43,12 +43,13 @@ async def _enqueue(conn: asyncpg.Connection, topic: str, count: int, start: int 
 
 
 async def _consume(bootstrap: str, topic: str, count: int, timeout_s: float) -> list[tuple[bytes, bytes]]:
+    """Every message until ``count`` distinct values arrived (re-sent duplicates included) or the timeout."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     got: list[tuple[bytes, bytes]] = []
     deadline = time.monotonic() + timeout_s
     try:
-        while len(got) < count and time.monotonic() < deadline:
+        while len({value for value, _ in got}) < count and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200)
             got += [(r.value or b"", dict(r.headers)["event_id"]) for rs in batches.values() for r in rs]
     finally:
@@ -156,3 +157,44 @@ async def test_relay_keeps_each_keys_order_and_partition(
         mine = [(p, i) for p, k, i in got if k == key]
         assert {p for p, _ in mine} == {partitioner(key, [0, 1, 2], [0, 1, 2])}
         assert [i for _, i in mine] == sorted(i for _, i in mine), f"{key!r} out of order"
+
+
+async def test_a_packed_row_goes_out_as_its_messages(
+    infra: Infra, shard: asyncpg.Connection, shard_dsn: str, topic: str
+) -> None:
+    """A writer packs a batch's outcomes in one row: the relay sends each as its own keyed message, in
+    order, with an event id per message, and marks the row once."""
+    packed = [(f"t{i}".encode(), f"outcome-{i}".encode()) for i in range(500)]
+    async with shard.transaction():
+        await shard.execute(
+            "insert into outbox (partition, topic, payload, packed) values (0, $1, $2, true)",
+            topic,
+            pack_messages(packed),
+        )
+        await shard.execute(
+            "insert into outbox (partition, topic, message_key, payload) values (0, $1, 'k', 'single')", topic
+        )
+        await shard.execute(NOTIFY_SQL)
+    relay = OutboxRelay(shard_dsn, infra["KAFKA_BOOTSTRAP"], source="packed", safety_poll_s=SLOW_POLL_S)
+    task = asyncio.create_task(relay.run())
+    try:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=infra["KAFKA_BOOTSTRAP"], auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        got: list[tuple[bytes | None, bytes, bytes]] = []
+        deadline = time.monotonic() + 30
+        try:
+            while len(got) < 501 and time.monotonic() < deadline:
+                batches = await consumer.getmany(timeout_ms=200)
+                got += [(r.key, r.value or b"", dict(r.headers)["event_id"]) for rs in batches.values() for r in rs]
+        finally:
+            await consumer.stop()
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+    assert [(k, v) for k, v, _ in got[:500]] == packed
+    assert got[500][:2] == (b"k", b"single")
+    assert len({event_id for _, _, event_id in got}) == 501
+    assert relay.published == 501
+    assert await shard.fetchval("select count(*) from outbox where published_at is null") == 0

@@ -18,10 +18,10 @@ from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
-from tests.integration.ledger.conftest import produce_commands
+from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 from tests.tcp_proxy import PartitionableProxy
 
 ACCOUNTS = [AccountSpec("world", "EUR", "rail", AccountFlags(internal=True))] + [
@@ -98,7 +98,7 @@ async def test_writer_rides_out_a_database_partition(
     for spec in ACCOUNTS:
         reference.create_account(spec, 0)
     expected = {r.id: reference.apply(r, 1)[0].value for r in requests}
-    outcomes = [decode_outcome(row["payload"]) for row in await shard.fetch("select payload from outbox")]
+    outcomes = await outcomes_in_outbox(shard)
     assert len(outcomes) == len(requests), "a command was skipped or applied twice"
     assert {o.transfer_id: o.result for o in outcomes} == expected
     balances = {

@@ -18,9 +18,10 @@ from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
 from payplane.platform.metrics import LedgerWriterMetrics
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
+from tests.integration.ledger.conftest import outcomes_in_outbox
 
 GROUP = "ledger-writer"
 CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
@@ -133,7 +134,7 @@ async def test_writer_applies_dead_letters_resumes_and_fences(
 
     balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
     assert balances == {"world": -1000, "alice": 600, "bob": 400}
-    outcomes = [decode_outcome(r["payload"]) for r in await shard.fetch("select payload from outbox order by id")]
+    outcomes = await outcomes_in_outbox(shard)
     assert [(o.transfer_id, o.result) for o in outcomes] == [
         ("fund", "ok"),
         ("pay-1", "ok"),
@@ -166,7 +167,7 @@ async def test_writer_applies_dead_letters_resumes_and_fences(
         await second_log.stop()
     again = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
     assert again == balances
-    results = [decode_outcome(r["payload"]).result for r in await shard.fetch("select payload from outbox order by id")]
+    results = [o.result for o in await outcomes_in_outbox(shard)]
     assert results[3:] == ["exists", "exists", "insufficient_funds"]
     assert await shard.fetchval("select count(*) from transfers") == 2
 
@@ -206,6 +207,5 @@ async def test_holds_expire_on_their_own(
         await log.stop()
     assert await shard.fetchval("select pending_state from transfers where id = 'hold'") == "expired"
     assert await shard.fetchval("select debits_pending_minor from accounts where id = 'alice'") == 0
-    rows = await shard.fetch("select payload from outbox order by id")
-    last = decode_outcome(rows[-1]["payload"])
+    last = (await outcomes_in_outbox(shard))[-1]
     assert (last.transfer_id, last.result, last.payment_ref) == ("hold", "expired", "pi_h")

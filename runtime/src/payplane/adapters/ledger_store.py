@@ -44,6 +44,7 @@ class OutboxMessage(NamedTuple):
     kafka_partition: int | None  # None: Kafka's key hashing decides
     key: bytes | None
     payload: bytes
+    packed: bool = False  # the payload packs several messages (``outbox_relay.pack_messages``)
 
 
 @dataclass
@@ -176,7 +177,7 @@ def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
             (r.id, result.value, encode_request(r).decode())
             for r, result in (c.rejection for c in outcome.changes if c.rejection is not None)
         ],
-        outbox=[(partition, m.topic, m.kafka_partition, m.key, m.payload) for m in outcome.outbox],
+        outbox=[(partition, m.topic, m.kafka_partition, m.key, m.payload, m.packed) for m in outcome.outbox],
         offsets=[
             (topic, kafka_partition, offset) for (topic, kafka_partition), offset in sorted(outcome.offsets.items())
         ],
@@ -326,7 +327,9 @@ async def _insert_outbox(conn: asyncpg.Connection, records: list[tuple[object, .
     if not records:
         return
     await conn.copy_records_to_table(
-        "outbox", records=records, columns=("partition", "topic", "kafka_partition", "message_key", "payload")
+        "outbox",
+        records=records,
+        columns=("partition", "topic", "kafka_partition", "message_key", "payload", "packed"),
     )
     await conn.execute(NOTIFY_SQL)
 

@@ -14,10 +14,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from payplane.adapters import ledger_store
+from payplane.adapters.outbox_relay import pack_messages
+from payplane.ledger.batch import Forward
 from payplane.ledger.codec import encode_outcome_fast, request_to_dict
 from payplane.ledger.engine import Ledger
 from payplane.ledger.writer import CommandRecord, PartitionBatch, TransientError
-from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
+from payplane_contracts.ledger_messages import CommandType, LedgerCommand, TransferOutcome, encode_command
 from payplane_contracts.partitions import ledger_partition_for_account
 from payplane_contracts.topics import RailTopics
 
@@ -88,25 +90,28 @@ class PostgresLedgerStore:
             new_accounts=batch.new_accounts,
             changes=batch.changes,
             offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]} if batch.next_offset else {},
-            outbox=[
-                *(
-                    ledger_store.OutboxMessage(
-                        self.topics.ledger_results, None, o.transfer_id.encode(), encode_outcome_fast(o)
-                    )
-                    for o in batch.outcomes
-                ),
-                *(
-                    ledger_store.OutboxMessage(
-                        self.topics.ledger_commands,
-                        f.partition,
-                        f.request.credit_account_id.encode(),
-                        encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(f.request))),
-                    )
-                    for f in batch.forwards
-                ),
-            ],
+            outbox=[*self._outcomes_row(batch.outcomes), *self._forward_rows(batch.forwards)],
         )
         return ledger_store.prepare_rows(outcome, ledger)
+
+    def _outcomes_row(self, outcomes: list[TransferOutcome]) -> list[ledger_store.OutboxMessage]:
+        """A batch's outcomes, packed in one outbox row (keyed by transfer id once the relay unpacks it)."""
+        if not outcomes:
+            return []
+        messages = [(o.transfer_id.encode(), encode_outcome_fast(o)) for o in outcomes]
+        return [ledger_store.OutboxMessage(self.topics.ledger_results, None, None, pack_messages(messages), True)]
+
+    def _forward_rows(self, forwards: list[Forward]) -> list[ledger_store.OutboxMessage]:
+        """Legs for other partitions: a row each, addressed to the ledger partition that applies it."""
+        return [
+            ledger_store.OutboxMessage(
+                self.topics.ledger_commands,
+                f.partition,
+                f.request.credit_account_id.encode(),
+                encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(f.request))),
+            )
+            for f in forwards
+        ]
 
     async def write(self, prepared: object) -> None:
         if not isinstance(prepared, ledger_store.BatchRows):

@@ -16,9 +16,11 @@ round and by every (re)connection, so it keeps growing while Kafka is unreachabl
 import asyncio
 import contextlib
 import logging
-from typing import Any, Final, Protocol
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple, Protocol
 
 import asyncpg
+import msgspec
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
@@ -38,18 +40,46 @@ NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
 OLDEST_UNPUBLISHED_SQL: Final = (
     "select extract(epoch from created_at)::float8 from outbox where published_at is null order by id limit 1"
 )
-HAS_TRACE_COLUMN_SQL: Final = (
+_HAS_COLUMN_SQL: Final = (
     "select exists (select from information_schema.columns"
-    " where table_schema = current_schema() and table_name = 'outbox' and column_name = 'traceparent')"
+    " where table_schema = current_schema() and table_name = 'outbox' and column_name = $1)"
 )
 
 _SELECT: Final = (
-    "select id, topic, kafka_partition, message_key, payload, {} as traceparent,"
+    "select id, topic, kafka_partition, message_key, payload, {trace} as traceparent, {packed} as packed,"
     " extract(epoch from created_at)::float8 as created_at_s"
     " from outbox where published_at is null order by id limit $1 for update skip locked"
 )
-SELECT_WITH_TRACE: Final = _SELECT.format("traceparent")
-SELECT_WITHOUT_TRACE: Final = _SELECT.format("null::text")  # an outbox without trace context (ledger shards)
+PACKED_ROWS_PER_ROUND_MAX: Final = 10  # a packed row holds one writer batch (up to a few thousand messages)
+
+_PACKED: Final = msgspec.msgpack.Encoder()
+_UNPACK: Final = msgspec.msgpack.Decoder(list[tuple[bytes | None, bytes]])
+
+
+def pack_messages(messages: Sequence[tuple[bytes | None, bytes]]) -> bytes:
+    """The payload of a packed outbox row: several (key, value) messages for the row's topic, in order."""
+    return _PACKED.encode(messages)
+
+
+def unpack_messages(payload: bytes) -> list[tuple[bytes | None, bytes]]:
+    return _UNPACK.decode(payload)
+
+
+class _Message(NamedTuple):
+    row: asyncpg.Record
+    key: bytes | None
+    value: bytes
+    event_id: bytes
+
+
+def _messages(row: asyncpg.Record, source: str) -> list[_Message]:
+    """A row's messages: itself, or those packed in it (event ids ``<source>:<row id>.<index>``)."""
+    if not row["packed"]:
+        return [_Message(row, row["message_key"], row["payload"], f"{source}:{row['id']}".encode())]
+    return [
+        _Message(row, key, value, f"{source}:{row['id']}.{index}".encode())
+        for index, (key, value) in enumerate(unpack_messages(row["payload"]))
+    ]
 
 
 class OutboxObserver(Protocol):
@@ -78,6 +108,7 @@ class OutboxRelay:
         self.published = 0
         self.observer: OutboxObserver = observer or _IgnoreOutbox()
         self._select = ""
+        self._rows_per_round = ROWS_PER_ROUND_MAX
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -117,12 +148,18 @@ class OutboxRelay:
         )
         try:
             self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL))
-            self._select = SELECT_WITH_TRACE if await conn.fetchval(HAS_TRACE_COLUMN_SQL) else SELECT_WITHOUT_TRACE
+            # the payments outbox carries trace context; a ledger shard's packs a batch's outcomes in a row
+            traced = await conn.fetchval(_HAS_COLUMN_SQL, "traceparent")
+            packing = await conn.fetchval(_HAS_COLUMN_SQL, "packed")
+            self._select = _SELECT.format(
+                trace="traceparent" if traced else "null::text", packed="packed" if packing else "false"
+            )
+            self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if packing else ROWS_PER_ROUND_MAX
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             await producer.start()
             while not self._stopping.is_set():
-                sent = await self._relay_round(conn, producer)
-                if sent < ROWS_PER_ROUND_MAX:
+                rows = await self._relay_round(conn, producer)
+                if rows < self._rows_per_round:
                     await self._sleep_until_notified()
         finally:
             await producer.stop()
@@ -134,24 +171,26 @@ class OutboxRelay:
         self._wake.clear()
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
+        """One round: claim up to a round's rows, send their messages, mark the rows; returns the rows."""
         async with conn.transaction():
-            rows = await conn.fetch(self._select, ROWS_PER_ROUND_MAX)
+            rows = await conn.fetch(self._select, self._rows_per_round)
             if not rows:
                 self.observer.oldest_unpublished(None)
                 return 0
             self.observer.oldest_unpublished(rows[0]["created_at_s"])
-            await asyncio.gather(*await self._send_batches(producer, rows))
+            messages = [message for row in rows for message in _messages(row, self.source)]
+            await asyncio.gather(*await self._send_batches(producer, messages))
             await conn.execute(
                 "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])",
                 [row["id"] for row in rows],
             )
-        self.published += len(rows)
-        if len(rows) < ROWS_PER_ROUND_MAX:
+        self.published += len(messages)
+        if len(rows) < self._rows_per_round:
             self.observer.oldest_unpublished(None)  # drained (rows written since then wake the next round)
         return len(rows)
 
-    async def _send_batches(self, producer: AIOKafkaProducer, rows: list[asyncpg.Record]) -> list[asyncio.Future[Any]]:
-        """Queue ``rows`` as one record batch per topic partition, in order; returns the deliveries to await.
+    async def _send_batches(self, producer: AIOKafkaProducer, messages: list[_Message]) -> list[asyncio.Future[Any]]:
+        """Queue ``messages`` as one record batch per topic partition, in order; returns the deliveries.
 
         ``send_batch`` costs a fraction of ``send`` per message (no future, no partitioner call, no
         accumulator lookup each). Rows without a Kafka partition go where ``send`` would put them: the
@@ -159,27 +198,27 @@ class OutboxRelay:
         builders: dict[tuple[str, int], BatchBuilder] = {}
         partitions_of: dict[str, list[int]] = {}
         deliveries: list[asyncio.Future[Any]] = []
-        for row in rows:
-            topic = row["topic"]
-            partition = row["kafka_partition"]
+        for message in messages:
+            topic = message.row["topic"]
+            partition = message.row["kafka_partition"]
             if partition is None:
                 if topic not in partitions_of:
                     partitions_of[topic] = sorted(await producer.partitions_for(topic))
-                partition = _PARTITIONER(row["message_key"], partitions_of[topic], partitions_of[topic])
+                partition = _PARTITIONER(message.key, partitions_of[topic], partitions_of[topic])
             builder = builders.get((topic, partition))
-            message = {"timestamp": None, "key": row["message_key"], "value": row["payload"]}
-            if builder is None or builder.append(**message, headers=self._headers(row)) is None:
-                if builder is not None:  # full: it goes now, in order, and a new one takes the row
+            if builder is None or not self._append(builder, message):
+                if builder is not None:  # full: it goes now, in order, and a new one takes the message
                     deliveries.append(await producer.send_batch(builder, topic, partition=partition))
                 builder = builders[(topic, partition)] = producer.create_batch()
-                if builder.append(**message, headers=self._headers(row)) is None:
-                    raise KafkaError(f"outbox row {row['id']} does not fit in an empty record batch")
+                if not self._append(builder, message):
+                    raise KafkaError(f"a message of outbox row {message.row['id']} does not fit in a record batch")
         for (topic, partition), builder in builders.items():
             deliveries.append(await producer.send_batch(builder, topic, partition=partition))
         return deliveries
 
-    def _headers(self, row: asyncpg.Record) -> list[tuple[str, bytes]]:
-        headers = [("event_id", f"{self.source}:{row['id']}".encode())]
-        if row["traceparent"]:
-            headers.append(("traceparent", row["traceparent"].encode()))
-        return headers
+    @staticmethod
+    def _append(builder: BatchBuilder, message: _Message) -> bool:
+        headers = [("event_id", message.event_id)]
+        if message.row["traceparent"]:
+            headers.append(("traceparent", message.row["traceparent"].encode()))
+        return builder.append(timestamp=None, key=message.key, value=message.value, headers=headers) is not None
