@@ -55,3 +55,11 @@ def test_query_integers_are_parsed_then_bounded() -> None:
     for bad in ("0", "101", "x", "9" * 40):
         with pytest.raises(ApiError):
             schema.validate_query({"limit": bad}, schema.LIST_QUERY)
+
+
+def test_every_request_with_a_body_declares_413() -> None:
+    document = schema.openapi_document()
+    posts = [(path, op) for path, ops in document["paths"].items() for method, op in ops.items() if method == "post"]
+    assert posts
+    for path, operation in posts:
+        assert "413" in operation["responses"], path

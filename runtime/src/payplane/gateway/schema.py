@@ -355,6 +355,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _error_statuses(route: Route) -> tuple[int, ...]:
+    """The route's own refusals, plus 413 for every request that has a body (``body_too_large``)."""
+    return (*route.errors, 413) if route.body is not None else route.errors
+
+
 def _operation(route: Route) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = []
     if "{id}" in route.path:
@@ -370,7 +375,7 @@ def _operation(route: Route) -> dict[str, Any]:
         "parameters": parameters,
         "responses": {
             str(route.status): {"description": "OK", "content": {"application/json": {"schema": _ref(route.response)}}},
-            **{str(code): {"$ref": "#/components/responses/Error"} for code in route.errors},
+            **{str(code): {"$ref": "#/components/responses/Error"} for code in _error_statuses(route)},
         },
     }
     if route.body is not None:
