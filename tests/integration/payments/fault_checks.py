@@ -107,6 +107,17 @@ async def wait_terminal(payments_dsn: str, payment_ids: list[str], timeout_s: fl
         await conn.close()
 
 
+async def _outbox_drained(conn: asyncpg.Connection, timeout_s: float = TERMINAL_S) -> int:
+    """Bounded wait until every outbox row is published (the events of the last settlements may still be
+    on their way); the number left."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        unpublished = int(await conn.fetchval("select count(*) from outbox where published_at is null"))
+        if unpublished == 0 or time.monotonic() >= deadline:
+            return unpublished
+        await asyncio.sleep(0.1)
+
+
 async def assert_exactly_once_and_settled(
     payments_dsn: str, ledger_dsn: str, accepted: dict[str, str], tried_keys: set[str], wallet: str
 ) -> None:
@@ -118,7 +129,7 @@ async def assert_exactly_once_and_settled(
             "select description, id, amount_minor, status from payments where description = any($1::text[])",
             sorted(tried_keys),
         )
-        unpublished = await conn.fetchval("select count(*) from outbox where published_at is null")
+        unpublished = await _outbox_drained(conn)
     finally:
         await conn.close()
     per_key: dict[str, list[str]] = {}

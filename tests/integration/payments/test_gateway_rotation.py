@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -82,9 +83,12 @@ def _watch_serials(spire: Spire, gid: int) -> subprocess.Popen[str]:
     )
 
 
-def _serials_of(watch: subprocess.Popen[str]) -> list[int]:
+def _collect_serials(watch: subprocess.Popen[str], serials: list[int]) -> None:
+    """Append each serial the watch prints, as it prints it (runs in a thread until the watch ends)."""
     assert watch.stdout is not None
-    return [int(json.loads(line)) for line in watch.stdout.read().splitlines() if line.strip()]
+    for line in watch.stdout:
+        if line.strip():
+            serials.append(int(json.loads(line)))
 
 
 async def test_gateway_to_worker_traffic_survives_svid_rotations(
@@ -106,13 +110,16 @@ async def test_gateway_to_worker_traffic_survives_svid_rotations(
         _, worker_port = await asyncio.to_thread(stack.spawn_worker)
         _, gateway_port = await asyncio.to_thread(stack.spawn_gateway, worker_port)
         watch = _watch_serials(spire, stack.gateway.gid)
+        gateway_serials: list[int] = []
+        reader = threading.Thread(target=_collect_serials, args=(watch, gateway_serials), daemon=True)
+        reader.start()
         try:
             payer = PayingClient(http, stack.clients[0], f"http://127.0.0.1:{gateway_port}")
             source, wallet = await payer.open_accounts(stack.ledger_dsn)
             worker_serials: list[int] = []
             tried: set[str] = set()
             deadline = time.monotonic() + DEADLINE_S
-            while len(worker_serials) <= ROTATIONS and time.monotonic() < deadline:
+            while min(len(worker_serials), len(gateway_serials)) <= ROTATIONS and time.monotonic() < deadline:
                 serial = await asyncio.to_thread(_served_serial, worker_port)
                 if not worker_serials or worker_serials[-1] != serial:
                     worker_serials.append(serial)
@@ -129,7 +136,7 @@ async def test_gateway_to_worker_traffic_survives_svid_rotations(
             # the gateway's identity rotated as often while the traffic above went through it
         finally:
             watch.terminate()
-            gateway_serials = await asyncio.to_thread(_serials_of, watch)
+            await asyncio.to_thread(reader.join, 10)
             watch.wait()
         assert len(gateway_serials) > ROTATIONS, f"the gateway's SVID rotated too few times: {gateway_serials}"
         assert set(payer.answers) == {200}, payer.answers
