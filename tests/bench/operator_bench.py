@@ -63,17 +63,23 @@ def _manifests(rail: str, partitions: int) -> list[dict[str, Any]]:
                 "spec": {
                     "railRef": {"name": rail},
                     "partitions": {"first": first, "last": last},
-                    "database": {"secretRef": {"name": f"{rail}-{suffix}-db"}},
+                    "database": {"secretRef": {"name": "ledger-db"}},
                 },
             }
             for suffix, first, last in (("a", 0, half - 1), ("b", half, partitions - 1))
         ),
-        *(_secret(f"{rail}-{suffix}-db") for suffix in ("a", "b")),
     ]
 
 
 def _secret(name: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"dsn": "postgresql://x"}}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Bench:
@@ -83,9 +89,10 @@ class Bench:
         self.api = config.new_client_from_config(config_file=endpoints["KUBECONFIG"])
         self.custom = client.CustomObjectsApi(self.api)
         self.operator: subprocess.Popen[bytes] | None = None
+        self.metrics_url = ""
         self.env = {**os.environ, **endpoints}
 
-    def kubectl(self, *args: str, stdin: str | None = None) -> None:
+    def kubectl(self, *args: str, stdin: str | None = None, timeout_s: float = 120.0) -> None:
         subprocess.run(
             [self.endpoints["PAYPLANE_KUBECTL"], *args],
             input=stdin,
@@ -93,7 +100,7 @@ class Bench:
             check=True,
             capture_output=True,
             env=self.env,
-            timeout=120,
+            timeout=timeout_s,
         )
 
     def setup(self) -> None:
@@ -116,22 +123,24 @@ class Bench:
             stdin=yaml.safe_dump_all(
                 [
                     {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "payplane-operator"}},
-                    _secret("payments-db"),  # every rail names it; each shard's Secret comes with the shard
+                    # every rail and every shard name one of these (one apply of 300 objects stays one)
+                    _secret("payments-db"),
+                    _secret("ledger-db"),
                 ]
             ),
         )
 
     def start_operator(self, log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port, metrics_port = _free_port(), _free_port()
         env = {
             **self.env,
             "PAYPLANE_WATCH_NAMESPACES": self.namespace,
             "PAYPLANE_IDENTITY_MODE": "local",
             "PAYPLANE_WORKLOAD_READINESS": "observed",
             "PAYPLANE_LIVENESS_ENDPOINT": f"http://127.0.0.1:{port}/healthz",
+            "PAYPLANE_METRICS_PORT": str(metrics_port),
         }
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.operator = subprocess.Popen(
             [sys.executable, "-m", "payplane_operator"], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT
         )
@@ -150,6 +159,23 @@ class Bench:
         fields = dict(line.split(":", 1) for line in Path(f"/proc/{self.operator.pid}/status").read_text().splitlines())
         return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
+    def cpu_s(self) -> float:
+        """The operator's user + system CPU time so far."""
+        assert self.operator is not None
+        fields = Path(f"/proc/{self.operator.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def passes(self) -> dict[str, float]:
+        """Reconciles so far by pass (full, light), from the operator's own metrics."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        counts = {"full": 0.0, "light": 0.0}
+        for line in text.splitlines():
+            if line.startswith("payplane_operator_reconciles_total{"):
+                labels, value = line.rsplit(" ", 1)
+                counts["light" if 'pass="light"' in labels else "full"] += float(value)
+        return counts
+
     def ready(self, rail: str) -> bool:
         obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "paymentrails", rail)
         return any(
@@ -165,17 +191,20 @@ class Bench:
             time.sleep(POLL_S)
         raise SystemExit(f"rail {rail} not Ready within {READY_TIMEOUT_S:.0f} s")
 
-    def many(self, prefix: str, count: int) -> float:
+    def many(self, prefix: str, count: int) -> tuple[float, float]:
+        """Seconds until every rail is Ready, and how many of them kubectl took to apply the manifests."""
         started = time.monotonic()
         manifests = [m for i in range(count) for m in _manifests(f"{prefix}{i}", 2)]
-        self.kubectl("-n", self.namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests))
+        # kubectl applies 300 objects one by one: minutes on a loaded 2-core machine
+        self.kubectl("-n", self.namespace, "apply", "-f", "-", stdin=yaml.safe_dump_all(manifests), timeout_s=600.0)
+        applied_s = time.monotonic() - started
         pending = {f"{prefix}{i}" for i in range(count)}
         while pending and time.monotonic() - started < MANY_TIMEOUT_S:
             pending = {rail for rail in pending if not self.ready(rail)}
             time.sleep(0.5)
         if pending:
             raise SystemExit(f"{len(pending)} rails not Ready within {MANY_TIMEOUT_S:.0f} s")
-        return time.monotonic() - started
+        return time.monotonic() - started, applied_s
 
     def teardown(self, rails: list[str]) -> None:
         try:
@@ -229,7 +258,9 @@ def main() -> int:
             f"min {min(times):.2f} s, median {statistics.median(times):.2f} s, max {max(times):.2f} s"
         )
         if args.memory_rails:
-            elapsed = bench.many(f"b{run}m", args.memory_rails)
+            cpu_before, passes_before = bench.cpu_s(), bench.passes()
+            elapsed, applied_s = bench.many(f"b{run}m", args.memory_rails)
+            cpu_s, passes = bench.cpu_s() - cpu_before, bench.passes()
             time.sleep(5)
             rss, peak = bench.rss_kib()
             total = args.memory_rails + args.ready_runs
@@ -237,6 +268,11 @@ def main() -> int:
                 f"{args.memory_rails} more rails (+{2 * args.memory_rails} shards) applied at once: all Ready "
                 f"after {elapsed:.1f} s; operator RSS idle {idle_rss / 1024:.0f} MiB, with {total} rails "
                 f"{rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)"
+            )
+            full, light = (passes[p] - passes_before[p] for p in ("full", "light"))
+            print(
+                f"  of which kubectl apply {applied_s:.1f} s; operator CPU {cpu_s:.1f} s; "
+                f"reconciles {full:.0f} full + {light:.0f} light (readiness only)"
             )
     finally:
         bench.teardown(rails)

@@ -305,7 +305,9 @@ def test_the_chart_role_runs_a_rail_to_ready_and_cleans_it_up(
         f"{rail}-b-ledger-writer",
     }
     assert len(cluster.entries()) == 4, "gateway, worker and two writer entries"
-    assert 'payplane_operator_reconciles_total{kind="PaymentRail",result="ready"}' in _metrics(running.metrics_url)
+    assert 'payplane_operator_reconciles_total{kind="PaymentRail",result="ready",pass="full"}' in _metrics(
+        running.metrics_url
+    )
 
     # A status-only change of a child Deployment is judged by the light pass, not a full re-apply.
     full_passes = running.text().count(f"reconciled PaymentRail {cluster.namespace}/{rail} ")

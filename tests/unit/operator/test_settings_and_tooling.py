@@ -80,19 +80,22 @@ def test_generated_stubs_are_ignored_by_git() -> None:
     assert "operator/src/payplane_operator/_gen/" in (REPO / ".gitignore").read_text()
 
 
+FULL, LIGHT = {"pass": "full"}, {"pass": "light"}
+
+
 def test_operator_metrics_count_results_and_track_readiness() -> None:
     registry = CollectorRegistry()
     metrics = OperatorMetrics(registry)
     metrics.reconciled("PaymentRail", ("ns", "a"), ready=True, retry=False, seconds=0.1)
     metrics.reconciled("PaymentRail", ("ns", "b"), ready=False, retry=True, seconds=0.2)
-    metrics.reconciled("PaymentRail", ("ns", "b"), ready=False, retry=False, seconds=0.2)
+    metrics.reconciled("PaymentRail", ("ns", "b"), ready=False, retry=False, seconds=0.2, light=True)
 
     def value(name: str, **labels: str) -> float | None:
         return registry.get_sample_value(name, labels)
 
-    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="ready") == 1
-    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="error") == 1
-    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="not_ready") == 1
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="ready", **FULL) == 1
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="error", **FULL) == 1
+    assert value("payplane_operator_reconciles_total", kind="PaymentRail", result="not_ready", **LIGHT) == 1
     assert value("payplane_operator_reconcile_seconds_count", kind="PaymentRail") == 3
     assert value("payplane_operator_objects", kind="PaymentRail", ready="false") == 1
     metrics.forget("PaymentRail", ("ns", "b"))

@@ -1,7 +1,8 @@
 """The operator's Prometheus metrics (what the chart's dashboards and alert rules read).
 
-- ``payplane_operator_reconciles_total{kind, result}``: every reconcile, by its result: ``ready``, ``not_ready``
-  (waiting, or a permanent problem the conditions name) or ``error`` (a dependency failed; kopf retries);
+- ``payplane_operator_reconciles_total{kind, result, pass}``: every reconcile, by its result: ``ready``,
+  ``not_ready`` (waiting, or a permanent problem the conditions name) or ``error`` (a dependency failed;
+  kopf retries), and its pass: ``full`` or ``light`` (readiness only, after a Deployment's status change);
 - ``payplane_operator_reconcile_seconds{kind}``: how long one reconcile took;
 - ``payplane_operator_objects{kind, ready}``: the objects this replica reconciles, by their last Ready.
 """
@@ -24,8 +25,8 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry()
         self.reconciles = Counter(
             "payplane_operator_reconciles_total",
-            "Reconciles by object kind and result (ready, not_ready, error)",
-            ["kind", "result"],
+            "Reconciles by object kind, result (ready, not_ready, error) and pass (full, light)",
+            ["kind", "result", "pass"],
             registry=self.registry,
         )
         self.seconds = Histogram(
@@ -43,8 +44,10 @@ class OperatorMetrics:
         )
         self._ready: dict[tuple[str, Hashable], bool] = {}
 
-    def reconciled(self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float) -> None:
-        self.reconciles.labels(kind, result_label(ready=ready, retry=retry)).inc()
+    def reconciled(
+        self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float, light: bool = False
+    ) -> None:
+        self.reconciles.labels(kind, result_label(ready=ready, retry=retry), "light" if light else "full").inc()
         self.seconds.labels(kind).observe(seconds)
         self._ready[(kind, key)] = ready
         self._publish(kind)

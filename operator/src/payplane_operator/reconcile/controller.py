@@ -234,6 +234,7 @@ class Controller:
             ready=outcome.ready,
             retry=outcome.retry,
             seconds=time.monotonic() - started,
+            light=light,
         )
 
     async def _current(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:

@@ -48,7 +48,9 @@ class Spire(Protocol):
 
 
 class Metrics(Protocol):
-    def reconciled(self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float) -> None: ...
+    def reconciled(
+        self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float, light: bool = False
+    ) -> None: ...
 
     def forget(self, kind: str, key: Hashable) -> None: ...
 
@@ -56,7 +58,9 @@ class Metrics(Protocol):
 class NoMetrics:
     """When nothing scrapes the operator (unit tests, ``PAYPLANE_METRICS_PORT`` unset)."""
 
-    def reconciled(self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float) -> None:
+    def reconciled(
+        self, kind: str, key: Hashable, *, ready: bool, retry: bool, seconds: float, light: bool = False
+    ) -> None:
         pass
 
     def forget(self, kind: str, key: Hashable) -> None:
