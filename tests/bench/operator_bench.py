@@ -220,7 +220,18 @@ class Bench:
                 self.operator.send_signal(signal.SIGTERM)
                 self.operator.wait(timeout=60)
             self.kubectl("delete", "namespace", self.namespace, "--wait=false")
+            self.force_delete_pods()
             asyncio.run(_delete_topics(self.endpoints["KAFKA_BOOTSTRAP"], rails))
+
+    def force_delete_pods(self, timeout_s: float = 120.0) -> None:
+        """Without a kubelet nothing confirms a pod's deletion, so the namespace would stay Terminating."""
+        deadline = time.monotonic() + timeout_s
+        core = client.CoreV1Api(self.api)
+        while time.monotonic() < deadline:
+            if not any(ns.metadata.name == self.namespace for ns in core.list_namespace().items):
+                return
+            self.kubectl("-n", self.namespace, "delete", "pods", "--all", "--grace-period=0", "--force")
+            time.sleep(2)
 
 
 async def _delete_topics(bootstrap: str, rails: list[str]) -> None:
