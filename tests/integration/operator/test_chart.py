@@ -11,6 +11,7 @@
 """
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -89,6 +90,47 @@ def test_lint_and_template(infra: Infra) -> None:
     missing = helm(infra, "template", "t", str(CHART), "--kube-version", KUBE_VERSION, check=False)
     assert missing.returncode != 0
     assert "kafka.bootstrap is required" in missing.stderr
+
+
+def _rulecheck(infra: Infra, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    binary = infra.endpoints.get("PAYPLANE_RULECHECK", "")
+    if not binary or not Path(binary).is_file():
+        pytest.fail(f"rulecheck is missing ({binary!r}): `payplane infra up` builds it into the cache (make infra-up)")
+    return subprocess.run(
+        [binary, *args], input=stdin, capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False
+    )
+
+
+def test_alert_rules_and_dashboard_queries_pass_prometheus_own_checks(infra: Infra, tmp_path: Path) -> None:
+    """Prometheus's rule loader (YAML shape, PromQL, annotation templates) and PromQL parser, via rulecheck."""
+    values = _set_flags([*_required_values(infra), "monitoring.alerts.prometheusRule=true"])
+    rendered = helm(infra, "template", "t", str(CHART), "--kube-version", KUBE_VERSION, *values).stdout
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-alert-rules")]
+    (prometheus_rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    plain = tmp_path / "rules.yaml"
+    plain.write_text(config_map["data"]["rules.yaml"])
+    operator_rule = tmp_path / "prometheusrule.yaml"
+    operator_rule.write_text(yaml.safe_dump({"groups": prometheus_rule["spec"]["groups"]}))
+    for path in (plain, operator_rule):
+        checked = _rulecheck(infra, "rules", str(path))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert f"{path}: 3 groups, 9 rules" in checked.stdout
+
+    exprs = [t["expr"] for p in sorted((CHART / "dashboards").glob("*.json")) for t in _targets(p)]
+    checked = _rulecheck(infra, "exprs", stdin="\n".join(exprs))
+    assert checked.returncode == 0, checked.stdout
+    assert f"{len(exprs)} expressions" in checked.stdout
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [{"alert": "A", "expr": "sum(rate(x[5m])"}]}]}))
+    refused = _rulecheck(infra, "rules", str(broken))
+    assert refused.returncode == 1
+    assert "unclosed left parenthesis" in refused.stdout
+
+
+def _targets(dashboard: Path) -> list[dict[str, Any]]:
+    return [target for panel in json.loads(dashboard.read_text())["panels"] for target in panel["targets"]]
 
 
 def _bearer_kubeconfig(infra: Infra, token: str, path: Path) -> Path:

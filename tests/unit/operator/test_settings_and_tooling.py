@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from payplane.devinfra import helm_build, versions
+from payplane.devinfra import helm_build, rulecheck_build, versions
 from payplane_operator.clients.metrics import OperatorMetrics
 from payplane_operator.errors import ConfigError
 from payplane_operator.handlers.boundary import retry_delay_s
@@ -108,3 +108,10 @@ def test_helm_is_built_with_its_version_stamped_in() -> None:
     flags = helm_build.helm_ldflags(versions.HELM)
     assert f"-X helm.sh/helm/v3/internal/version.version={versions.HELM}" in flags
     assert helm_build.helm_dirs(Path("/c")).root == Path(f"/c/helm-{versions.HELM}")
+
+
+def test_rulecheck_is_keyed_by_the_prometheus_pin_and_its_source() -> None:
+    dirs = rulecheck_build.rulecheck_dirs(Path("/c"))
+    assert dirs.root.name.startswith(f"rulecheck-{versions.PROMETHEUS_MODULE}-")
+    assert len(dirs.root.name.rsplit("-", 1)[1]) == 8  # a hash of main.go: an edit builds anew
+    assert rulecheck_build.SOURCE.is_file()

@@ -11,3 +11,4 @@ ETCD: Final = "v3.6.16"
 SPIRE: Final = "v1.15.3"
 SPIRE_API_SDK: Final = "v1.15.2"
 HELM: Final = "v3.21.4"  # the chart tests' helm CLI (helm_build)
+PROMETHEUS_MODULE: Final = "v0.316.0"  # github.com/prometheus/prometheus for rulecheck (the chart's rules)

@@ -33,6 +33,7 @@ from payplane.devinfra.pki import (
 )
 from payplane.devinfra.procs import ManagedProcess
 from payplane.devinfra.progress import say
+from payplane.devinfra.rulecheck_build import ensure_rulecheck, rulecheck_binary
 from payplane.devinfra.waiting import wait_healthy
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"  # its first address, 10.0.0.1, is in the apiserver certificate
@@ -108,6 +109,7 @@ class Kubernetes(Component):
         ensure_etcd(self.settings.cache_dir, self.build_log)
         ensure_kubernetes(self.settings.cache_dir, self.build_log)
         ensure_helm(self.settings.cache_dir, self.build_log)  # the operator chart's tests install with it
+        ensure_rulecheck(self.settings.cache_dir, self.build_log)  # and check its alert rules and dashboards
 
     def ports(self) -> list[int]:
         ports = self.settings.ports
@@ -282,4 +284,5 @@ class Kubernetes(Component):
             "PAYPLANE_KUBECTL": self._binary("kubectl"),
             "PAYPLANE_KUBE_APISERVER": self.apiserver_url,
             "PAYPLANE_HELM": str(helm_dirs(self.settings.cache_dir).bin / "helm"),
+            "PAYPLANE_RULECHECK": str(rulecheck_binary(self.settings.cache_dir)),
         }
