@@ -84,9 +84,9 @@ test-integration: infra-up ## integration tier (real infrastructure)
 bench: bench-ledger bench-operator bench-payments ## every benchmark (figures and how to read them: docs/benchmarks.md)
 
 .PHONY: bench-ledger
-bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000, uniform and hot account, per-transfer baseline
-	$(BIN)/python -m tests.bench.ledger_bench --transfers 20000 --patterns uniform hot \
-	  --batches 1 100 1000 --modes writer relay set-based per-transfer
+bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000/2000, uniform and hot account, relay, per-transfer baseline
+	$(BIN)/python -m tests.bench.ledger_bench --transfers 50000 --patterns uniform hot \
+	  --batches 1 100 1000 2000 --modes writer relay set-based per-transfer
 
 .PHONY: bench-payments
 bench-payments: infra-up ## end to end through gateway, worker and ledger: payments/s accepted and settled, latencies at max and half rate
