@@ -6,6 +6,7 @@ consumed Kafka offsets. Account rows are locked in id order before they are writ
 batches can never deadlock.
 """
 
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -190,8 +191,15 @@ async def persist(conn: asyncpg.Connection, outcome: BatchOutcome, ledger: Ledge
     await write_rows(conn, prepare_rows(outcome, ledger))
 
 
+_HAS_BALANCE_WRITES: "weakref.WeakSet[asyncpg.Connection]" = weakref.WeakSet()  # sessions with the table
+
+
 async def write_rows(conn: asyncpg.Connection, rows: BatchRows) -> None:
     """One transaction: the epoch check (fencing), then every row of the batch, then its offsets."""
+    if conn not in _HAS_BALANCE_WRITES:
+        # once per session and outside the batch's transaction, so a rolled-back batch cannot undo it
+        await conn.execute(_BALANCE_WRITES_TABLE)
+        _HAS_BALANCE_WRITES.add(conn)
     async with conn.transaction():
         await _check_epoch(conn, rows.partition, rows.epoch)
         if rows.accounts:
@@ -256,7 +264,9 @@ async def _write_balances(conn: asyncpg.Connection, balances: list[tuple[str, in
     lock order to get wrong and no deadlock is possible."""
     if not balances:
         return
-    await conn.execute(_BALANCE_WRITES_TABLE)
+    if len(balances) <= BALANCES_BY_ARRAYS_MAX:
+        await _write_few_balances(conn, balances)
+        return
     await conn.copy_records_to_table("balance_writes", records=balances)
     await conn.execute(
         """update accounts a set debits_pending_minor = v.debits_pending_minor,
@@ -264,6 +274,22 @@ async def _write_balances(conn: asyncpg.Connection, balances: list[tuple[str, in
                                  credits_pending_minor = v.credits_pending_minor,
                                  credits_posted_minor = v.credits_posted_minor
            from balance_writes v where a.id = v.id"""
+    )
+
+
+# A small batch's balances go as array parameters in one statement: the scratch table's COPY and its
+# truncation at commit cost about a millisecond per transaction, which only a large batch amortises.
+BALANCES_BY_ARRAYS_MAX = 200
+
+
+async def _write_few_balances(conn: asyncpg.Connection, balances: list[tuple[str, int, int, int, int]]) -> None:
+    await conn.execute(
+        """update accounts a set debits_pending_minor = v.dpe, debits_posted_minor = v.dpo,
+                                 credits_pending_minor = v.cpe, credits_posted_minor = v.cpo
+           from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                as v(id, dpe, dpo, cpe, cpo)
+           where a.id = v.id""",
+        *(list(column) for column in zip(*balances, strict=True)),
     )
 
 
