@@ -65,6 +65,14 @@ written as {{`{{ ... }}`}} so that Helm leaves it alone.
       annotations:
         summary: "Ledger batches take more than {{ $a.ledgerBatchSecondsP99 }} s (p99)"
         description: "{{`Partition {{ $labels.partition }}: p99 batch time {{ $value | humanizeDuration }}.`}}"
+    - alert: PayplaneLedgerLagging
+      expr: max by (partition) (payplane_ledger_consumer_lag_records) > {{ $a.ledgerLagRecords }}
+      for: 10m
+      labels:
+        severity: warning
+      annotations:
+        summary: "A ledger writer is more than {{ $a.ledgerLagRecords }} commands behind"
+        description: "{{`Partition {{ $labels.partition }} has {{ $value | humanize }} commands not yet committed; add writers or shards, or check the shard database.`}}"
     - alert: PayplaneLedgerStalled
       expr: |
         sum(rate(payplane_gateway_requests_total{route="/v1/payments", method="POST", code=~"2.."}[10m])) > 0

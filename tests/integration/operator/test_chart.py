@@ -115,7 +115,7 @@ def test_alert_rules_and_dashboard_queries_pass_prometheus_own_checks(infra: Inf
     for path in (plain, operator_rule):
         checked = _rulecheck(infra, "rules", str(path))
         assert checked.returncode == 0, checked.stdout + checked.stderr
-        assert f"{path}: 3 groups, 9 rules" in checked.stdout
+        assert f"{path}: 3 groups, 10 rules" in checked.stdout
 
     exprs = [t["expr"] for p in sorted((CHART / "dashboards").glob("*.json")) for t in _targets(p)]
     checked = _rulecheck(infra, "exprs", stdin="\n".join(exprs))
