@@ -6,10 +6,12 @@ session with the reason and the log path; nothing is skipped.
 """
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes import client, config
 
 from payplane.devinfra import stack
@@ -44,3 +46,16 @@ def api(infra: Infra) -> Iterator[client.ApiClient]:
 def run_id() -> str:
     """A short id that keeps one test module's Kubernetes objects apart from another's."""
     return uuid.uuid4().hex[:8]
+
+
+@asynccontextmanager
+async def kafka_topics(bootstrap: str, names: Sequence[str], partitions: int = 1) -> AsyncIterator[None]:
+    """Topics that exist for the duration of the block on the real local Kafka, deleted afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+    try:
+        yield
+    finally:
+        await admin.delete_topics(list(names))
+        await admin.close()

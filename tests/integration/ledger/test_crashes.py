@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
@@ -21,7 +20,7 @@ from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 
 TRANSFERS = 3000
@@ -46,15 +45,9 @@ def _commands(seed: int = 11) -> tuple[list[bytes], list[TransferRequest]]:
 @pytest.fixture
 async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
     topics = RailTopics(f"crash-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
     names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters("ledger-writer")]
-    await admin.create_topics([NewTopic(n, 1, 1) for n in names])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
         yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 async def _consumed(dsn: str) -> int:

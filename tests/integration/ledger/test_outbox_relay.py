@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
 from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay, pack_messages
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 from tests.tcp_proxy import PartitionableProxy
 
 SLOW_POLL_S = 60.0  # far longer than the test: delivery must come from NOTIFY
@@ -23,14 +23,8 @@ SLOW_POLL_S = 60.0  # far longer than the test: delivery must come from NOTIFY
 @pytest.fixture
 async def topic(infra: Infra) -> AsyncIterator[str]:
     name = f"outbox-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
-    await admin.create_topics([NewTopic(name, 1, 1)])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], [name]):
         yield name
-    finally:
-        await admin.delete_topics([name])
-        await admin.close()
 
 
 async def _enqueue(conn: asyncpg.Connection, topic: str, count: int, start: int = 0) -> None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
@@ -21,7 +20,7 @@ from payplane.ledger.writer import LedgerWriter, TransientError
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 from tests.integration.ledger.conftest import produce_commands
 
 BATCH = 10
@@ -79,15 +78,9 @@ class FlakyStore(PostgresLedgerStore):
 @pytest.fixture
 async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
     topics = RailTopics(f"pipe-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
     names = [topics.ledger_commands, topics.dead_letters(ROLE)]
-    await admin.create_topics([NewTopic(n, 1, 1) for n in names])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
         yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 @pytest.mark.parametrize(("fail_write", "after_commit"), [(3, False), (3, True), (6, False), (9, True)])

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
@@ -20,7 +19,7 @@ from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, Trans
 from payplane.ledger.writer import LedgerWriter
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 from tests.tcp_proxy import PartitionableProxy
 
@@ -43,15 +42,9 @@ def _requests() -> list[TransferRequest]:
 @pytest.fixture
 async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
     topics = RailTopics(f"part-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
     names = [topics.ledger_commands, topics.dead_letters("ledger-writer")]
-    await admin.create_topics([NewTopic(n, 1, 1) for n in names])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
         yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 async def test_writer_rides_out_a_database_partition(

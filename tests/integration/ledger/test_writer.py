@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_store import FencedError
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
@@ -20,7 +19,7 @@ from payplane.ledger.writer import LedgerWriter
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 from tests.integration.ledger.conftest import outcomes_in_outbox
 
 GROUP = "ledger-writer"
@@ -30,15 +29,9 @@ CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
 @pytest.fixture
 async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
     topics = RailTopics(f"test-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
     names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(GROUP)]
-    await admin.create_topics([NewTopic(n, num_partitions=1, replication_factor=1) for n in names])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
         yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 def _account(spec: AccountSpec) -> bytes:

@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator, Callable
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.platform.metrics import OutboxAge
-from tests.integration.conftest import Infra
+from tests.integration.conftest import Infra, kafka_topics
 
 WAITED_S = 5.0  # the row was written this long before the relay starts
 TIMEOUT_S = 30.0
@@ -25,14 +24,8 @@ TRACEPARENT = f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01"
 @pytest.fixture
 async def topic(infra: Infra) -> AsyncIterator[str]:
     name = f"outbox-age-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
-    await admin.create_topics([NewTopic(name, 1, 1)])
-    try:
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], [name]):
         yield name
-    finally:
-        await admin.delete_topics([name])
-        await admin.close()
 
 
 def _closed_port() -> int:
