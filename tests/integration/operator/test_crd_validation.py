@@ -70,6 +70,7 @@ def test_the_base_objects_are_accepted(api: client.ApiClient, namespace: str, ki
     if kind == "PaymentRail":
         assert created["spec"]["idempotency"] == {"retention": "24h"}
         assert created["spec"]["gateway"]["scaling"]["autoscaling"]["maxReplicas"] == 10
+        assert created["spec"]["gateway"]["requestBodyMaxBytes"] == 16384
 
 
 def _set(path: str, value: Any) -> Mutation:
@@ -106,6 +107,27 @@ REFUSED_ON_CREATE: list[tuple[str, str, Mutation, str, str]] = [
         _set("amountLimits.maxMinor", 10**16),
         "spec.amountLimits.maxMinor",
         "less than or equal to 1000000000000000",
+    ),
+    (
+        "PaymentRail",
+        "body-limit-too-small",
+        _set("gateway.requestBodyMaxBytes", 4095),
+        "spec.gateway.requestBodyMaxBytes",
+        "greater than or equal to 4096",
+    ),
+    (
+        "PaymentRail",
+        "body-limit-too-large",
+        _set("gateway.requestBodyMaxBytes", 1024 * 1024 + 1),
+        "spec.gateway.requestBodyMaxBytes",
+        "less than or equal to 1048576",
+    ),
+    (
+        "PaymentRail",
+        "body-limit-not-a-number",
+        _set("gateway.requestBodyMaxBytes", "16KiB"),
+        "spec.gateway.requestBodyMaxBytes",
+        "must be of type integer",
     ),
     (
         "PaymentRail",
@@ -358,6 +380,7 @@ def test_transition_rules_refuse_changes_naming_the_field(
     [
         ("PaymentRail", {"spec": {"ledger": {"partitions": 16}, "topics": {"partitions": 8}}}),
         ("PaymentRail", {"spec": {"amountLimits": {"maxMinor": 7}, "gateway": {"exposure": "LoadBalancer"}}}),
+        ("PaymentRail", {"spec": {"gateway": {"requestBodyMaxBytes": 1024 * 1024}}}),
         ("LedgerShard", {"spec": {"partitions": {"last": 9}, "writers": {"replicas": 4}}}),
         ("FraudPolicy", {"spec": {"mode": "Shadow"}}),
     ],

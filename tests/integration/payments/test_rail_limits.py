@@ -1,16 +1,23 @@
 """A rail's limits as the operator writes them reach the running gateway and worker: the limit variables
 of the operator's own gateway and worker environments (``payplane_operator.desired.workloads``, whose
 mapping onto ``config_from_env`` is unit-tested in ``tests/unit/operator/test_desired.py``) are given to
-real processes, and the limits show in behaviour: amounts outside the rail's range fail, the rate limit
-answers 429 with Retry-After past the burst, idempotency keys are kept for the rail's retention."""
+real processes, and the limits show in behaviour: amounts outside the rail's range are refused as client
+errors (400 over REST, INVALID_ARGUMENT over gRPC, never a fraud decline), a body over the rail's size
+limit gets 413, the rate limit answers 429 with Retry-After past the burst, idempotency keys are kept for
+the rail's retention."""
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import asyncpg
+import grpc
+import grpc.aio
 import pytest
 
+from payplane._gen.v1 import payments_pb2 as pb
+from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
 from payplane_operator.api.v1alpha1 import parse_rail
 from payplane_operator.desired.workloads import gateway_env, worker_env
 from tests.integration.conftest import Infra
@@ -26,8 +33,10 @@ LIMIT_VARIABLES = frozenset(
         "PAYPLANE_IDEMPOTENCY_RETENTION_S",
         "PAYPLANE_AMOUNT_MIN_MINOR",
         "PAYPLANE_AMOUNT_MAX_MINOR",
+        "PAYPLANE_BODY_BYTES_MAX",
     }
 )
+BODY_BYTES_MAX = 4096
 RAIL = parse_rail(
     body(
         "PaymentRail",
@@ -36,9 +45,33 @@ RAIL = parse_rail(
             amountLimits={"minMinor": 50, "maxMinor": 5000},
             rateLimits={"requestsPerSecond": 5, "burst": 12},
             idempotency={"retention": "2h"},
+            gateway={"requestBodyMaxBytes": BODY_BYTES_MAX},
         ),
     )
 )
+
+
+async def _grpc_refusals(
+    grpc_port: int, payer: PayingClient, source: str, wallet: str
+) -> dict[int, tuple[grpc.StatusCode, str, str]]:
+    """What the gateway's public gRPC edge answers for amounts outside the rail's range."""
+    refusals = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        stub = pb_grpc.PaymentServiceStub(channel)
+        for amount in (49, 5001):
+            request = pb.CreatePaymentRequest(
+                idempotency=pb.Idempotency(key=new_key()),
+                amount_minor=amount,
+                currency="EUR",
+                source_account_id=source,
+                destination_account_id=wallet,
+            )
+            try:
+                await stub.CreatePayment(request, metadata=(("authorization", payer.headers()["Authorization"]),))
+            except grpc.aio.AioRpcError as exc:
+                (error,) = [json.loads(v) for k, v in exc.trailing_metadata() or () if k == "payplane-error"]
+                refusals[amount] = (exc.code(), error["code"], error.get("param", ""))
+    return refusals
 
 
 def _limits(env: list[dict[str, Any]]) -> dict[str, str]:
@@ -76,23 +109,45 @@ async def test_the_rails_limits_as_the_operator_writes_them_are_enforced(
         payer = PayingClient(http, stack.clients[0], f"http://127.0.0.1:{gateway_port}")
         source, wallet = await payer.open_accounts(stack.ledger_dsn)
 
-        outcomes = {}
+        outcomes: dict[int, Any] = {}
         for amount in (49, 50, 5000, 5001):
             key = new_key()
             status, created = await payer.post(
                 "/v1/payments", {"amount": amount, "currency": "EUR", "source": source, "destination": wallet}, key
             )
-            assert status == 200, created
+            if status != 200:
+                outcomes[amount] = (status, created["error"]["code"], created["error"].get("param"))
+                continue
             async with http.get(
                 f"{payer.base_url}/v1/payments/{created['id']}?wait_ms=8000", headers=payer.headers()
             ) as response:
                 payment = await response.json()
             outcomes[amount] = (payment["status"], payment["failure_code"])
         assert outcomes == {
-            49: ("failed", "fraud_declined"),
+            49: (400, "amount_too_small", "amount"),
             50: ("succeeded", None),
             5000: ("succeeded", None),
-            5001: ("failed", "fraud_declined"),
+            5001: (400, "amount_too_large", "amount"),
+        }
+        assert await _grpc_refusals(stack.gateway_grpc_port, payer, source, wallet) == {
+            49: (grpc.StatusCode.INVALID_ARGUMENT, "amount_too_small", "amount"),
+            5001: (grpc.StatusCode.INVALID_ARGUMENT, "amount_too_large", "amount"),
+        }
+
+        # the rail's body limit: a body of exactly the limit is served, one byte more is 413
+        payload = json.dumps({"amount": 60, "currency": "EUR", "source": source, "destination": wallet})
+        for size, expected in ((BODY_BYTES_MAX, 200), (BODY_BYTES_MAX + 1, 413)):
+            padded = payload[:-1] + " " * (size - len(payload)) + "}"  # JSON whitespace: the same request
+            headers = {**payer.headers(), "Idempotency-Key": new_key(), "Content-Type": "application/json"}
+            async with http.post(f"{payer.base_url}/v1/payments", data=padded.encode(), headers=headers) as response:
+                answer = await response.json()
+                assert response.status == expected, (size, answer)
+        assert answer == {
+            "error": {
+                "type": "invalid_request_error",
+                "code": "body_too_large",
+                "message": f"the request body exceeds {BODY_BYTES_MAX} bytes",
+            }
         }
 
         conn = await asyncpg.connect(stack.payments_dsn)

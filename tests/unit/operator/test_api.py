@@ -23,6 +23,7 @@ def test_a_minimal_rail_gets_the_documented_defaults() -> None:
     assert (spec.currency, spec.min_amount_minor, spec.max_amount_minor) == ("EUR", 1, 1_000_000)
     assert spec.idempotency_retention_s == 24 * 3600
     assert spec.gateway_exposure is Exposure.CLUSTER_IP
+    assert spec.gateway_body_bytes_max == 16 * 1024
     assert spec.gateway_scaling.autoscaling.enabled
     assert spec.gateway_scaling.desired_replicas == 2
     assert spec.ledger_partitions == 8
@@ -75,6 +76,7 @@ def _broken_rail(mutate: object) -> dict[str, object]:
         (lambda s: s["amountLimits"].update(minMinor=10, maxMinor=5), "spec.amountLimits.minMinor"),
         (lambda s: s["gateway"].update(port="https"), "spec.gateway.port"),
         (lambda s: s["gateway"].update(exposure="Ingress"), "spec.gateway.exposure"),
+        (lambda s: s["gateway"].update(requestBodyMaxBytes=100), "spec.gateway.requestBodyMaxBytes"),
         (lambda s: s["idempotency"].update(retention="1d"), "spec.idempotency.retention"),
         (lambda s: s["idempotency"].update(retention="10m"), "spec.idempotency.retention"),
         (

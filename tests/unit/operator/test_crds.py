@@ -13,7 +13,16 @@ import yaml
 
 from payplane_contracts.partitions import PARTITION_COUNT_MAX
 from payplane_operator.api.conditions import ConditionType, Phase
-from payplane_operator.api.v1alpha1 import GROUP, VERSION, Kind, parse_policy, parse_rail, parse_shard
+from payplane_operator.api.v1alpha1 import (
+    GROUP,
+    REQUEST_BODY_BYTES_MAX,
+    REQUEST_BODY_BYTES_MIN,
+    VERSION,
+    Kind,
+    parse_policy,
+    parse_rail,
+    parse_shard,
+)
 from payplane_operator.desired.topics import rail_topics
 from tests.operator_support import CRD_DIR, CRD_FILES, apply_defaults, crd_schema, load_crd
 
@@ -115,6 +124,13 @@ def test_partition_bounds_match_the_contracts() -> None:
     assert rail["topics"]["properties"]["partitions"]["maximum"] == PARTITION_COUNT_MAX
     shard = crd_schema("LedgerShard")["properties"]["spec"]["properties"]["partitions"]["properties"]
     assert shard["first"]["maximum"] == shard["last"]["maximum"] == PARTITION_COUNT_MAX - 1
+
+
+def test_request_body_bounds_match_the_parser() -> None:
+    gateway = crd_schema("PaymentRail")["properties"]["spec"]["properties"]["gateway"]["properties"]
+    body_limit = gateway["requestBodyMaxBytes"]
+    assert (body_limit["minimum"], body_limit["maximum"]) == (REQUEST_BODY_BYTES_MIN, REQUEST_BODY_BYTES_MAX)
+    assert REQUEST_BODY_BYTES_MIN <= body_limit["default"] <= REQUEST_BODY_BYTES_MAX
 
 
 def test_scaling_blocks_of_the_rail_are_identical() -> None:

@@ -141,7 +141,12 @@ def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> Non
         body(
             "PaymentRail",
             "card-eur",
-            rail_spec(redis=redis, rateLimits={"requestsPerSecond": 50, "burst": 80}, idempotency={"retention": "48h"}),
+            rail_spec(
+                redis=redis,
+                rateLimits={"requestsPerSecond": 50, "burst": 80},
+                idempotency={"retention": "48h"},
+                gateway={"requestBodyMaxBytes": 8192},
+            ),
         )
     )
     children = _children(rail)
@@ -150,6 +155,7 @@ def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> Non
     assert gateway.redis_url == "<secret redis>"
     assert gateway.worker_targets == ["dns:///card-eur-payment-worker.payments.svc:50051"]
     assert (gateway.http_port, gateway.rate_per_s, gateway.rate_burst) == (8080, 50, 80)
+    assert gateway.body_bytes_max == 8192
     assert (gateway.bind_address, gateway.metrics_port) == ("<field status.podIP>", 9090)
     worker = worker_service.config_from_env(_env(children[("Deployment", "card-eur-payment-worker")]))
     assert worker.dsn == "<secret payments-db>"

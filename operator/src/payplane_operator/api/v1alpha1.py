@@ -18,6 +18,9 @@ GROUP: Final = "payplane.io"
 VERSION: Final = "v1alpha1"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 PARTITION_INDEX_MAX: Final = PARTITION_COUNT_MAX - 1
+# The gateway's request size bound (spec.gateway.requestBodyMaxBytes); the CRD schema carries the same numbers.
+REQUEST_BODY_BYTES_MIN: Final = 4096
+REQUEST_BODY_BYTES_MAX: Final = 1024 * 1024
 E = TypeVar("E", bound=StrEnum)
 
 _DURATION_RE: Final = re.compile(r"^(?:[0-9]{1,6}[hms])+$")
@@ -121,6 +124,7 @@ class RailSpec:
     idempotency_retention_s: int
     gateway_exposure: Exposure
     gateway_port: int
+    gateway_body_bytes_max: int
     gateway_scaling: Scaling
     worker_scaling: Scaling
     ledger_partitions: int
@@ -308,6 +312,7 @@ def parse_rail(body: Mapping[str, Any]) -> PaymentRail:
         idempotency_retention_s=spec.obj("idempotency").duration_s("retention", 3600, 720 * 3600),
         gateway_exposure=gateway.choice("exposure", Exposure),
         gateway_port=gateway.integer("port", 1, 65535),
+        gateway_body_bytes_max=gateway.integer("requestBodyMaxBytes", REQUEST_BODY_BYTES_MIN, REQUEST_BODY_BYTES_MAX),
         gateway_scaling=_scaling(gateway.obj("scaling")),
         worker_scaling=_scaling(spec.obj("paymentWorker").obj("scaling")),
         ledger_partitions=spec.obj("ledger").integer("partitions", 1, PARTITION_INDEX_MAX + 1),

@@ -264,6 +264,7 @@ def gateway_env(rail: PaymentRail) -> list[dict[str, Any]]:
         {"name": "PAYPLANE_HTTP_PORT", "value": str(GATEWAY_CONTAINER_PORT)},
         {"name": "PAYPLANE_RATE_PER_S", "value": str(spec.requests_per_second)},
         {"name": "PAYPLANE_RATE_BURST", "value": str(spec.burst)},
+        {"name": "PAYPLANE_BODY_BYTES_MAX", "value": str(spec.gateway_body_bytes_max)},
     ]
 
 

@@ -76,7 +76,12 @@ def _amount(name: str, description: str, required: bool = False) -> Field:
 
 
 CREATE_PAYMENT: Final = (
-    _amount("amount", "Amount in the currency's minor unit (cents for EUR, yen for JPY).", required=True),
+    _amount(
+        "amount",
+        "Amount in the currency's minor unit (cents for EUR, yen for JPY), within the rail's amount limits "
+        "(PaymentRail spec.amountLimits): below them 400 amount_too_small, above them 400 amount_too_large.",
+        required=True,
+    ),
     Field("currency", "currency", "ISO 4217 code, upper case.", required=True),
     Field("source", "string", "The account debited (acct_...).", required=True, max_length=ID_MAX),
     Field("destination", "string", "The account credited (acct_...).", required=True, max_length=ID_MAX),

@@ -26,6 +26,7 @@ CODES: Final[dict[str, tuple[ErrorType, int, str]]] = {
     "parameter_unknown": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
     "amount_invalid": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
     "amount_too_large": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
+    "amount_too_small": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
     "currency_invalid": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
     "currency_mismatch": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),
     "json_invalid": (ErrorType.INVALID_REQUEST, 400, "INVALID_ARGUMENT"),

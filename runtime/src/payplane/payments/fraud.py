@@ -1,5 +1,8 @@
 """Fraud evaluation: the interface the payment worker calls, and the default policy it uses until a
-FraudPolicy resource supplies rules (amount limits from the rail's configuration).
+FraudPolicy resource supplies rules (a review threshold from the worker's configuration).
+
+The rail's amount limits are not a fraud matter: they are request validation
+(``payplane.payments.limits``), checked before a policy ever sees the payment.
 
 A verdict is ``allow`` (post the payment), ``review`` (hold the funds until an admin approves or
 rejects) or ``decline`` (fail it). In ``shadow`` mode a policy's verdict is recorded but the payment is
@@ -45,14 +48,12 @@ class FraudPolicy(Protocol):
 
 
 @dataclass(frozen=True)
-class AmountLimitsPolicy:
-    """Decline outside [min, max]; send to review at or above ``review_at_minor`` (0 = never)."""
+class ReviewThresholdPolicy:
+    """Send to review at or above ``review_at_minor`` (0 = never); allow everything else."""
 
-    amount_min_minor: int
-    amount_max_minor: int
     review_at_minor: int = 0
     mode: PolicyMode = PolicyMode.ENFORCE
-    version: str = "rail-limits"
+    version: str = "review-threshold"
 
     def evaluate(self, facts: PaymentFacts) -> Evaluation:
         verdict, rule = self._judge(facts.amount_minor)
@@ -61,10 +62,6 @@ class AmountLimitsPolicy:
         return Evaluation(verdict, self.version, rule)
 
     def _judge(self, amount_minor: int) -> tuple[Verdict, str]:
-        if amount_minor < self.amount_min_minor:
-            return Verdict.DECLINE, "amount_below_minimum"
-        if amount_minor > self.amount_max_minor:
-            return Verdict.DECLINE, "amount_above_maximum"
         if self.review_at_minor and amount_minor >= self.review_at_minor:
             return Verdict.REVIEW, "amount_needs_review"
         return Verdict.ALLOW, ""

@@ -5,9 +5,11 @@ Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database, migrated on st
 PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_REDIS_URL (optional: the idempotency fast
 path), PAYPLANE_ALLOWED_CALLERS (comma-separated SPIFFE IDs: the gateway, admin tooling),
 PAYPLANE_GRPC_PORT (default 0: any free port, printed as ``LISTENING <port>``),
-PAYPLANE_LEDGER_DSNS (comma-separated shard databases, read for balances), PAYPLANE_IDEMPOTENCY_RETENTION_S
-(default 86400), PAYPLANE_AMOUNT_MIN_MINOR / PAYPLANE_AMOUNT_MAX_MINOR / PAYPLANE_REVIEW_AT_MINOR (the
-default fraud policy), PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS
+PAYPLANE_LEDGER_DSNS (the rail's shard databases, read for balances: one per line, or comma-separated
+on a single line), PAYPLANE_IDEMPOTENCY_RETENTION_S (default 86400), PAYPLANE_AMOUNT_MIN_MINOR /
+PAYPLANE_AMOUNT_MAX_MINOR (the rail's amount limits: outside them a payment is refused with 400
+``amount_too_small`` / ``amount_too_large``), PAYPLANE_REVIEW_AT_MINOR (the default fraud policy's review
+threshold), PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS
 (the address gRPC and metrics listen on, default 127.0.0.1; a Deployment sets the pod's IP),
 SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
 """
@@ -52,9 +54,10 @@ from payplane.adapters.redis_edge import LeaseState, RedisEdge
 from payplane.adapters.svid import SvidSource
 from payplane.ledger.model import AMOUNT_MAX_MINOR
 from payplane.payments.errors import ApiError
-from payplane.payments.fraud import AmountLimitsPolicy, FraudPolicy, PaymentFacts
+from payplane.payments.fraud import FraudPolicy, PaymentFacts, ReviewThresholdPolicy
 from payplane.payments.idempotency import DEFAULT_RETENTION_S, IdempotencyKeyError, validate_key
 from payplane.payments.ledger_ops import AccountType, OpKind
+from payplane.payments.limits import AmountLimits
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
 from payplane.platform.metrics import PaymentWorkerMetrics
 from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace, current_traceparent
@@ -70,6 +73,7 @@ WAIT_MS_MAX: Final = 10_000
 WAIT_POLL_S: Final = 0.02
 LIST_LIMIT_MAX: Final = 100
 CLEANUP_INTERVAL_S: Final = 60.0
+LEDGER_CONNECT_TIMEOUT_S: Final = 5.0  # a balance read from an unreachable shard answers 503 within the RPC timeout
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 
@@ -97,7 +101,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
     if missing:
         raise ConfigError(f"missing configuration: {', '.join(missing)}")
     try:
-        return WorkerConfig(
+        config = WorkerConfig(
             dsn=env["PAYPLANE_PAYMENTS_DSN"],
             bootstrap=env["KAFKA_BOOTSTRAP"],
             rail=env["PAYPLANE_RAIL"],
@@ -105,7 +109,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             allowed_callers=[c.strip() for c in env["PAYPLANE_ALLOWED_CALLERS"].split(",") if c.strip()],
             redis_url=env.get("PAYPLANE_REDIS_URL", ""),
             grpc_port=int(env.get("PAYPLANE_GRPC_PORT", "0")),
-            ledger_dsns=[d for d in env.get("PAYPLANE_LEDGER_DSNS", "").split(",") if d],
+            ledger_dsns=parse_dsn_list(env.get("PAYPLANE_LEDGER_DSNS", "")),
             retention_s=float(env.get("PAYPLANE_IDEMPOTENCY_RETENTION_S", str(DEFAULT_RETENTION_S))),
             amount_min_minor=int(env.get("PAYPLANE_AMOUNT_MIN_MINOR", "1")),
             amount_max_minor=int(env.get("PAYPLANE_AMOUNT_MAX_MINOR", str(AMOUNT_MAX_MINOR))),
@@ -113,8 +117,17 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
             bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
         )
+        AmountLimits(config.amount_min_minor, config.amount_max_minor)  # refuses min > max at start
     except ValueError as exc:
         raise ConfigError(f"invalid configuration: {exc}") from None
+    return config
+
+
+def parse_dsn_list(text: str) -> list[str]:
+    """PAYPLANE_LEDGER_DSNS: one DSN per line (what the operator composes, so a multi-host URI with commas
+    survives), or, on a single line, comma-separated (handy by hand)."""
+    separator = "\n" if "\n" in text else ","
+    return [dsn.strip() for dsn in text.split(separator) if dsn.strip()]
 
 
 # --- rows → messages ------------------------------------------------------------------------------
@@ -209,6 +222,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         *,
         allow_list: CallerAllowList,
         policy: FraudPolicy,
+        amount_limits: AmountLimits,
         redis: RedisEdge | None,
         retention_s: float,
         ledger_pools: list[asyncpg.Pool],
@@ -216,6 +230,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         self.store = store
         self.allow_list = allow_list
         self.policy = policy
+        self.amount_limits = amount_limits
         self.redis = redis
         self.retention_s = retention_s
         self.ledger_pools = ledger_pools
@@ -305,6 +320,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         async def call() -> pb.PaymentResponse:
             amount = _amount(request.amount_minor)
             assert amount is not None
+            self.amount_limits.check(amount)  # the rail's limits: a client error, never a fraud decline
             currency = _currency(request.currency)
             try:
                 capture = CaptureMethod(request.capture_method or "automatic")
@@ -533,14 +549,19 @@ async def run(config: WorkerConfig) -> int:
     finally:
         await conn.close()
     store = await PaymentsStore.open(config.dsn, topics, config.partition_count)
-    ledger_pools = [await asyncpg.create_pool(d, min_size=1, max_size=4) for d in config.ledger_dsns]
+    # min_size=0: connect on the first balance read, so a shard database that is down never stops payments
+    ledger_pools = [
+        await asyncpg.create_pool(d, min_size=0, max_size=4, timeout=LEDGER_CONNECT_TIMEOUT_S)
+        for d in config.ledger_dsns
+    ]
     redis = RedisEdge(config.redis_url) if config.redis_url else None
-    policy = AmountLimitsPolicy(config.amount_min_minor, config.amount_max_minor, config.review_at_minor)
+    policy = ReviewThresholdPolicy(config.review_at_minor)
     source = SvidSource()
     service = PaymentService(
         store,
         allow_list=CallerAllowList(config.allowed_callers),
         policy=policy,
+        amount_limits=AmountLimits(config.amount_min_minor, config.amount_max_minor),
         redis=redis,
         retention_s=config.retention_s,
         ledger_pools=ledger_pools,
