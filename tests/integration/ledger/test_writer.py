@@ -202,3 +202,68 @@ async def test_holds_expire_on_their_own(
     assert await shard.fetchval("select debits_pending_minor from accounts where id = 'alice'") == 0
     last = (await outcomes_in_outbox(shard))[-1]
     assert (last.transfer_id, last.result, last.payment_ref) == ("hold", "expired", "pi_h")
+
+
+async def _apply_in_rounds(
+    infra: Infra, rail: RailTopics, dsn: str, rounds: list[list[bytes]], metrics: LedgerWriterMetrics
+) -> None:
+    """Each round is produced and fully committed before the next: later rounds meet earlier rounds' ids
+    only in the database (not in the writer's memory nor in its batch in flight)."""
+    writer, log_ = await _writer(infra, rail, dsn, "writer-rounds", metrics)
+    produced = 0
+    try:
+        for values in rounds:
+            await _produce(infra["KAFKA_BOOTSTRAP"], rail.ledger_commands, values)
+            produced += len(values)
+            await _drain(writer, produced)
+            await writer.drain()
+    finally:
+        await log_.stop()
+
+
+SETUP = COMMANDS[:3]
+
+
+async def test_a_redelivered_refusal_keeps_its_answer_after_funds_arrive(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    """Batches are decided as if their ids were new; a refused id coming back once it could succeed must
+    still get its first answer (the commit meets it among the refusals and the batch is decided again)."""
+    late = _transfer(TransferRequest("pay-late", TransferMode.POSTED, "alice", "bob", 500, "EUR"))
+    fund = _transfer(TransferRequest("fund", TransferMode.POSTED, "world", "alice", 1000, "EUR"))
+    metrics = LedgerWriterMetrics()
+    await _apply_in_rounds(infra, rail, shard_dsn, [[*SETUP, late], [fund], [late]], metrics)
+
+    results = [(o.transfer_id, o.result) for o in await outcomes_in_outbox(shard)]
+    assert results == [("pay-late", "insufficient_funds"), ("fund", "ok"), ("pay-late", "insufficient_funds")]
+    balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert balances == {"world": -1000, "alice": 1000, "bob": 0}
+    assert metrics.registry.get_sample_value("payplane_ledger_batches_redecided_total", {"partition": "0"}) == 1
+
+
+async def test_a_redelivered_transfer_is_exists_even_when_it_could_not_post_now(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    """An applied id coming back when its accounts could no longer pay it answers ``exists``, not a refusal
+    (the commit meets it among the transfers), and moves no money."""
+    fund = _transfer(TransferRequest("fund", TransferMode.POSTED, "world", "alice", 1000, "EUR"))
+    pay = _transfer(TransferRequest("pay-1", TransferMode.POSTED, "alice", "bob", 800, "EUR"))
+    drain = _transfer(TransferRequest("pay-2", TransferMode.POSTED, "alice", "bob", 200, "EUR"))
+    fresh = _transfer(TransferRequest("refund", TransferMode.POSTED, "bob", "alice", 100, "EUR"))
+    metrics = LedgerWriterMetrics()
+    await _apply_in_rounds(infra, rail, shard_dsn, [[*SETUP, fund, pay], [drain], [pay, fresh], [pay]], metrics)
+
+    results = [(o.transfer_id, o.result) for o in await outcomes_in_outbox(shard)]
+    assert results == [
+        ("fund", "ok"),
+        ("pay-1", "ok"),
+        ("pay-2", "ok"),
+        ("pay-1", "exists"),
+        ("refund", "ok"),
+        ("pay-1", "exists"),
+    ]
+    balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert balances == {"world": -1000, "alice": 100, "bob": 900}
+    assert await shard.fetchval("select count(*) from rejections") == 0
+    # the round after a redecided batch looks its ids up: the last round costs no second rollback
+    assert metrics.registry.get_sample_value("payplane_ledger_batches_redecided_total", {"partition": "0"}) == 1

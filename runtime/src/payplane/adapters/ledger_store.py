@@ -27,6 +27,7 @@ from payplane.ledger.model import (
     Transfer,
 )
 from payplane.ledger.results import TransferResult
+from payplane.ledger.writer import DuplicateIdError
 
 MIGRATIONS_PACKAGE = "payplane.ledger.migrations"
 
@@ -59,6 +60,7 @@ class BatchOutcome:
     changes: list[BalanceChange] = field(default_factory=list)  # every change, refusals included
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, kafka partition) -> next
     outbox: list[OutboxMessage] = field(default_factory=list)
+    ids_assumed_new: bool = False  # decided without looking its transfer ids up (see ``write_rows``)
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ class BatchRows:
     outbox: list[tuple[object, ...]]
     offsets: list[tuple[str, int, int]]
     now_us: int
+    ids_assumed_new: bool = False
 
 
 def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
@@ -183,6 +186,7 @@ def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
             (topic, kafka_partition, offset) for (topic, kafka_partition), offset in sorted(outcome.offsets.items())
         ],
         now_us=outcome.now_us,
+        ids_assumed_new=outcome.ids_assumed_new,
     )
 
 
@@ -200,8 +204,20 @@ async def write_rows(conn: asyncpg.Connection, rows: BatchRows) -> None:
         # once per session and outside the batch's transaction, so a rolled-back batch cannot undo it
         await conn.execute(_BALANCE_WRITES_TABLE)
         _HAS_BALANCE_WRITES.add(conn)
+    try:
+        await _write_in_transaction(conn, rows)
+    except asyncpg.UniqueViolationError as exc:
+        if not rows.ids_assumed_new:
+            raise
+        raise DuplicateIdError(f"partition {rows.partition}: {exc.detail or exc}") from exc
+
+
+async def _write_in_transaction(conn: asyncpg.Connection, rows: BatchRows) -> None:
     async with conn.transaction():
-        await _check_epoch(conn, rows.partition, rows.epoch)
+        if rows.ids_assumed_new:
+            await _check_epoch_and_new_ids(conn, rows)
+        else:
+            await _check_epoch(conn, rows.partition, rows.epoch)
         if rows.accounts:
             await conn.copy_records_to_table("accounts", records=rows.accounts, columns=_ACCOUNT_COLUMNS)
         await _write_balances(conn, rows.balances)
@@ -224,6 +240,26 @@ async def _check_epoch(conn: asyncpg.Connection, partition: int, epoch: int) -> 
     )
     if current != epoch:
         raise FencedError(partition, epoch, current)
+
+
+async def _check_epoch_and_new_ids(conn: asyncpg.Connection, rows: BatchRows) -> None:
+    """The epoch check, and in the same round trip whether an id the batch assumed new was refused
+    before (for what it applied) or applied before (for what it refused). An id applied before and
+    applied again, or refused before and refused again, breaks a primary key instead."""
+    row = await conn.fetchrow(
+        """select writer_epoch,
+                  exists(select 1 from rejections where id = any($2::text[]))
+                  or exists(select 1 from transfers where id = any($3::text[])) as seen
+           from ledger_partitions where partition = $1 for share""",
+        rows.partition,
+        [t[0] for t in rows.transfers],
+        [r[0] for r in rows.rejections],
+    )
+    current = None if row is None else row["writer_epoch"]
+    if current != rows.epoch:
+        raise FencedError(rows.partition, rows.epoch, current)
+    if row is not None and row["seen"]:
+        raise DuplicateIdError(f"partition {rows.partition}: a transfer id of the batch was seen before")
 
 
 _ACCOUNT_COLUMNS = (

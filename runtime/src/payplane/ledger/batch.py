@@ -43,6 +43,11 @@ def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[
     return account_ids, transfer_ids
 
 
+def pending_ids_of(commands: list[Command]) -> set[str]:
+    """The holds a batch posts or voids: what it must look up even when it assumes its own ids are new."""
+    return {c.pending_id for c in commands if isinstance(c, TransferRequest) and c.pending_id}
+
+
 @dataclass(frozen=True)
 class Forward:
     """A leg for another partition's writer, sent through the outbox."""
@@ -200,4 +205,5 @@ __all__ = [
     "RequestDecodeError",
     "apply_batch",
     "ids_to_load",
+    "pending_ids_of",
 ]

@@ -19,7 +19,15 @@ from typing import Final, NamedTuple, Protocol
 
 from payplane.faults import crash_point
 from payplane.ledger.account_cache import AccountCache
-from payplane.ledger.batch import AppliedBatch, Command, Forward, PartitionOf, apply_batch, ids_to_load
+from payplane.ledger.batch import (
+    AppliedBatch,
+    Command,
+    Forward,
+    PartitionOf,
+    apply_batch,
+    ids_to_load,
+    pending_ids_of,
+)
 from payplane.ledger.codec import RequestDecodeError, decode_command_bytes
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import Account, BalanceChange
@@ -36,10 +44,19 @@ EXPIRED_HOLDS_PER_SWEEP_MAX: Final = 1000
 # Deciding a batch is CPU work in this thread; every so many commands it yields to the event loop so the
 # previous batch's commit (another task) can read its last answer and send its next statement.
 YIELD_EVERY_COMMANDS: Final = 250
+# After a batch failed to commit, this many batches look their transfer ids up before deciding (the
+# failed one and the one decided on top of it among them), so a duplicate never fails a commit twice.
+LOOK_UP_BATCHES_AFTER_FAILURE: Final = 4
 
 
 class TransientError(Exception):
     """A dependency is unavailable for now (connection lost, broker down): retry, never skip."""
+
+
+class DuplicateIdError(TransientError):
+    """A batch decided on the assumption that its transfer ids were new met an id the database already
+    holds (an applied transfer or a remembered refusal): its transaction rolled back, and the batch is
+    decided again with its ids looked up, so the duplicate gets its recorded answer."""
 
 
 class CommandRecord(NamedTuple):
@@ -73,6 +90,9 @@ class PartitionBatch:
     outcomes: list[TransferOutcome]
     forwards: list[Forward]
     next_offset: tuple[str, int, int] | None  # topic, kafka partition, offset to read next (None: no records)
+    # Decided without looking its own transfer ids up: the store must refuse to commit it if any of them
+    # is already applied or refused (``DuplicateIdError``), since the decision assumed them new.
+    ids_assumed_new: bool = False
 
 
 class WriterObserver(Protocol):
@@ -83,6 +103,7 @@ class WriterObserver(Protocol):
     ) -> None: ...
     def dead_lettered(self, partition: int) -> None: ...
     def consumer_lag(self, partition: int, records: int) -> None: ...
+    def batch_redecided(self, partition: int) -> None: ...
 
 
 class _IgnoreObserver:
@@ -95,6 +116,9 @@ class _IgnoreObserver:
         pass
 
     def dead_lettered(self, partition: int) -> None:
+        pass
+
+    def batch_redecided(self, partition: int) -> None:
         pass
 
 
@@ -170,6 +194,7 @@ class LedgerWriter:
         self.observer: WriterObserver = observer or _IgnoreObserver()
         self.cache = AccountCache(lambda account_id: partition_of(account_id) in self.partitions)
         self._in_flight: _InFlight | None = None
+        self._look_up_batches = 0  # batches that still look their ids up after a failed commit
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
@@ -218,7 +243,7 @@ class LedgerWriter:
         due = await self.store.due_holds(partition, now_us, EXPIRED_HOLDS_PER_SWEEP_MAX)
         if not due:
             return 0
-        ledger = await self._load(set(), set(due))
+        ledger = await self._load(set(), set(due), set(due))
         try:
             changes = [c for c in (ledger.expire(hold_id, now_us) for hold_id in due) if c is not None]
             outcomes = [
@@ -236,11 +261,13 @@ class LedgerWriter:
         self.cache.remember(ledger)
         return len(changes)
 
-    async def _load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
-        ledger = await self.store.load(self.cache.missing(account_ids), transfer_ids)
+    async def _load(self, account_ids: set[str], query_ids: set[str], transfer_ids: set[str]) -> Ledger:
+        """The ledger a batch is decided on: the accounts it needs (cached or loaded), the transfers and
+        refusals among ``query_ids`` from the database, and those among ``transfer_ids`` that the batch
+        in flight applied or refused (not committed, so not visible to the query yet)."""
+        ledger = await self.store.load(self.cache.missing(account_ids), query_ids)
         in_flight = self._in_flight
         if in_flight is not None:
-            # what the batch in flight created or changed may not be committed (nor visible) yet
             recent = in_flight.ledger
             for transfer_id in transfer_ids:
                 transfer = recent.transfers.get(transfer_id)
@@ -287,8 +314,13 @@ class LedgerWriter:
                 commands.append(command)
                 record_of[id(command)] = record
         account_ids, transfer_ids = ids_to_load(commands, partition)
+        # Normally a batch's own ids are new: rather than look each up, it is decided as if they were and
+        # the commit checks it (``DuplicateIdError``). Retries and the batches after a failure look them up.
+        assume_new = attempts == 1 and self._look_up_batches == 0
+        self._look_up_batches = max(0, self._look_up_batches - 1)
+        query_ids = pending_ids_of(commands) if assume_new else transfer_ids
         try:
-            ledger = await self._load(account_ids, transfer_ids)
+            ledger = await self._load(account_ids, query_ids, transfer_ids)
             prepared, applied, now_us = await self._decide(
                 partition=partition,
                 records=records,
@@ -296,6 +328,7 @@ class LedgerWriter:
                 record_of=record_of,
                 ledger=ledger,
                 attempts=attempts,
+                assume_new=assume_new,
             )
             await self._settle()  # the previous batch commits before this one may be written
         except BaseException:
@@ -315,6 +348,7 @@ class LedgerWriter:
         record_of: dict[int, CommandRecord],
         ledger: Ledger,
         attempts: int,
+        assume_new: bool,
     ) -> tuple[object, AppliedBatch, int]:
         now_us = _now_us()
         applied = AppliedBatch()
@@ -337,6 +371,7 @@ class LedgerWriter:
             outcomes=applied.outcomes,
             forwards=applied.forwards,
             next_offset=(self.topic, partition, records[-1].offset + 1),
+            ids_assumed_new=assume_new,
         )
         return self.store.prepare(batch, ledger), applied, now_us
 
@@ -362,6 +397,10 @@ class LedgerWriter:
             await in_flight.commit
         except TransientError as exc:
             self.cache.clear()
+            if isinstance(exc, DuplicateIdError):
+                log.info("partition %s: %s; deciding the batch again with its ids looked up", in_flight.partition, exc)
+                self.observer.batch_redecided(in_flight.partition)
+            self._look_up_batches = LOOK_UP_BATCHES_AFTER_FAILURE
             raise _PreviousBatchFailedError(in_flight, exc) from exc
         except BaseException:
             self.cache.clear()

@@ -75,6 +75,13 @@ class LedgerWriterMetrics:
             ["partition"],
             registry=self.registry,
         )
+        self.batches_redecided = Counter(
+            "payplane_ledger_batches_redecided_total",
+            "Batches rolled back and decided again: decided as if their transfer ids were new, they met "
+            "an id applied or refused before (a redelivered command)",
+            ["partition"],
+            registry=self.registry,
+        )
         self.outbox = OutboxAge(self.registry, "ledger")
 
     def batch_applied(
@@ -92,6 +99,9 @@ class LedgerWriterMetrics:
 
     def consumer_lag(self, partition: int, records: int) -> None:
         self.consumer_lag_records.labels(str(partition)).set(records)
+
+    def batch_redecided(self, partition: int) -> None:
+        self.batches_redecided.labels(str(partition)).inc()
 
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose /metrics on ``address`` (the pod's IP in a Deployment: PAYPLANE_BIND_ADDRESS)."""
