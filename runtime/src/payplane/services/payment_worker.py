@@ -548,7 +548,10 @@ async def run(config: WorkerConfig) -> int:
         await migrate(conn, MIGRATIONS_PACKAGE)
     finally:
         await conn.close()
-    store = await PaymentsStore.open(config.dsn, topics, config.partition_count)
+    metrics = PaymentWorkerMetrics()
+    store = await PaymentsStore.open(
+        config.dsn, topics, config.partition_count, observe_create_batch=metrics.create_batch
+    )
     # min_size=0: connect on the first balance read, so a shard database that is down never stops payments
     ledger_pools = [
         await asyncpg.create_pool(d, min_size=0, max_size=4, timeout=LEDGER_CONNECT_TIMEOUT_S)
@@ -572,7 +575,6 @@ async def run(config: WorkerConfig) -> int:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
-    metrics = PaymentWorkerMetrics()
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments", observer=metrics.outbox)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
