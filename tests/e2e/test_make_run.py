@@ -7,6 +7,7 @@ stops its processes. Everything the test made is removed afterwards (topics with
 
 import asyncio
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ from payplane.devinfra.up import (
 PAYMENTS = 20
 RATE_PER_S = 10.0
 GONE_TIMEOUT_S = 120.0
+BALANCE_TIMEOUT_S = 30.0
 POD_CIDR = ipaddress.IPv4Network("198.18.0.0/16")
 # bring-up (up to 240 s on a loaded machine) + payments + deletion
 pytestmark = pytest.mark.timeout(600)
@@ -187,6 +189,52 @@ def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: P
     assert not stats.rejected, stats.summary()
     verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
     assert "ledger invariants hold" in verified
+
+
+def _get(platform: Platform, path: str) -> dict[str, Any]:
+    request = urllib.request.Request(
+        platform.gateway_urls()[0] + path, headers={"Authorization": f"Bearer {platform.api_key}"}
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def _succeeded_into(platform: Platform, account_id: str) -> int:
+    """The sum of the client's succeeded payments into ``account_id``, from the gateway's listing."""
+    total_minor: int = 0
+    after = ""
+    while True:
+        page = _get(platform, f"/v1/payments?limit=100{'&starting_after=' + after if after else ''}")
+        total_minor += sum(
+            p["amount"] for p in page["data"] if p["destination"] == account_id and p["status"] == "succeeded"
+        )
+        if not page["has_more"]:
+            return total_minor
+        after = page["data"][-1]["id"]
+
+
+def test_balances_are_read_from_the_shard_databases_the_operator_gave_the_workers(platform: Platform) -> None:
+    """The operator hands the payment workers every LedgerShard's database (one Secret-backed variable per
+    shard, composed with $(VAR) expansion): a balance is the ledger's, not an empty account."""
+    count = 5
+    load = _run_payments(platform, count)
+    assert dict(load.stats.final) == {"succeeded": count}, load.stats.summary()
+    deadline = time.monotonic() + BALANCE_TIMEOUT_S
+    while True:  # a cross-shard payment's credit leg may land a moment after the payment succeeded
+        expected_minor = _succeeded_into(platform, load.destination)
+        wallet = _get(platform, f"/v1/accounts/{load.destination}/balance")
+        source = _get(platform, f"/v1/accounts/{load.source}/balance")
+        if wallet["posted"] == expected_minor or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert expected_minor >= 100 + sum(100 + number for number in range(1, count + 1))
+    assert (wallet["posted"], wallet["available"], wallet["currency"]) == (
+        expected_minor,
+        expected_minor,
+        platform.currency,
+    ), wallet
+    assert source["posted"] == -expected_minor, source
 
 
 def test_a_restarted_kubelet_reaps_the_old_processes_and_runs_the_pods_again(platform: Platform) -> None:

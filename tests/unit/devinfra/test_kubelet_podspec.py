@@ -23,8 +23,8 @@ from payplane.services import gateway as gateway_service
 from payplane.services import ledger_writer as writer_service
 from payplane.services import payment_worker as worker_service
 from payplane_contracts.identity import WorkloadRole, local_gid, workload_spiffe_id
-from payplane_operator.api.v1alpha1 import parse_rail, parse_shard
-from payplane_operator.desired.workloads import rail_children, rail_config, shard_children
+from payplane_operator.api.v1alpha1 import SecretKey, parse_rail, parse_shard
+from payplane_operator.desired.workloads import rail_children, shard_children
 from tests.operator_support import TRUST_DOMAIN, body, rail_spec, shard_spec
 
 POD_IP = "198.18.0.7"
@@ -158,9 +158,15 @@ def _pod_of(deployment: dict[str, Any], name: str) -> dict[str, Any]:
 def test_the_operators_pods_become_processes_the_services_accept() -> None:
     """The operator's real pod templates, through the kubelet, into each service's own config parser."""
     rail = parse_rail(body("PaymentRail", "card-eur", rail_spec(redis={"secretRef": {"name": "card-eur-redis"}})))
-    config = rail_config(rail, kafka_bootstrap="127.0.0.1:9092", topics=["t"])
     children = rail_children(
-        rail, config=config, policy_document=None, kafka_bootstrap="127.0.0.1:9092", trust_domain=TRUST_DOMAIN
+        rail,
+        ledger_databases={
+            "card-eur-a": SecretKey("card-eur-db", "dsn"),
+            "card-eur-b": SecretKey("card-eur-b-db", "dsn"),
+        },
+        policy_document=None,
+        kafka_bootstrap="127.0.0.1:9092",
+        trust_domain=TRUST_DOMAIN,
     )
     shard = parse_shard(body("LedgerShard", "card-eur-a", shard_spec(first=0, last=7)))
     shard_set = shard_children(shard, rail, kafka_bootstrap="127.0.0.1:9092")
@@ -172,6 +178,7 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
             "payments-db": {"dsn": "postgresql://p"},
             "card-eur-redis": {"url": "redis://r"},
             "card-eur-db": {"dsn": "postgresql://l"},
+            "card-eur-b-db": {"dsn": "postgresql://h1:5432,h2:5432/b\n"},  # multi-host, written from a file
         },
     )
     pod_dir = Path("/pods/gw")
@@ -183,7 +190,6 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     gateway_spec = spec_of("card-eur-gateway")
     assert gateway_spec.argv == ("/venv/bin/payplane", "gateway")
     assert gateway_spec.env["SPIFFE_ENDPOINT_SOCKET"] == f"unix://{NODE.spiffe_dir}/spire-agent.sock"
-    assert gateway_spec.env["PAYPLANE_RAIL_CONFIG"] == "/pods/gw/volumes/config/rail.json"
     assert gateway_spec.readiness_probe is not None
     assert gateway_spec.ports["http"] == 8080
     gateway = gateway_service.config_from_env(dict(gateway_spec.env))
@@ -192,6 +198,8 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     assert (gateway.dsn, gateway.redis_url) == ("postgresql://p", "redis://r")
     worker = worker_service.config_from_env(dict(spec_of("card-eur-payment-worker").env))
     assert (worker.bind_address, worker.grpc_port, worker.rail) == (POD_IP, 50051, "card-eur")
+    # every shard's database, through the kubelet's $(VAR) expansion of the operator's composed variable
+    assert worker.ledger_dsns == ["postgresql://l", "postgresql://h1:5432,h2:5432/b"]
     writer_spec = spec_of("card-eur-a-ledger-writer")
     writer = writer_service.config_from_env(dict(writer_spec.env))
     assert (writer.dsn, writer.writer_id, writer.partitions) == (

@@ -7,23 +7,26 @@ from payplane.services import payment_worker as worker_service
 from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
 from payplane_contracts.identity import WorkloadRole, local_gid, parse_workload_id
 from payplane_contracts.topics import RailTopics
-from payplane_operator.api.v1alpha1 import Kind, parse_rail, parse_shard
+from payplane_operator.api.v1alpha1 import Kind, SecretKey, parse_rail, parse_shard
 from payplane_operator.desired import labels as lb
 from payplane_operator.desired.policy import policy_document, policy_version
 from payplane_operator.desired.spire_entries import entry_id, workload_entries
 from payplane_operator.desired.topics import rail_topics
-from payplane_operator.desired.workloads import ChildSet, rail_children, rail_config, shard_children
+from payplane_operator.desired.workloads import ChildSet, rail_children, shard_children
 from payplane_operator.resources import Selector
 from payplane_operator.settings import IdentityMode
 from tests.operator_support import TRUST_DOMAIN, body, config, rail_spec, shard_spec
 
 RAIL = parse_rail(body("PaymentRail", "card-eur", rail_spec(fraudPolicyRef={"name": "default"})))
+SHARD_DATABASES = {"card-eur-a": SecretKey("card-eur-a-db", "dsn"), "card-eur-b": SecretKey("card-eur-b-db", "uri")}
 
 
-def _rail_children(rail: Any, policy: dict[str, Any] | None = None) -> ChildSet:
+def _rail_children(
+    rail: Any, policy: dict[str, Any] | None = None, databases: dict[str, SecretKey] | None = None
+) -> ChildSet:
     return rail_children(
         rail,
-        config=rail_config(rail, kafka_bootstrap="kafka:9092", topics=["t"]),
+        ledger_databases=SHARD_DATABASES if databases is None else databases,
         policy_document=policy,
         kafka_bootstrap="kafka:9092",
         trust_domain=TRUST_DOMAIN,
@@ -112,15 +115,64 @@ def test_service_accounts_are_the_spiffe_id_names() -> None:
         assert parse_workload_id(spiffe, TRUST_DOMAIN).role is role
 
 
-def test_a_config_change_changes_the_pod_template_hash_but_a_policy_change_does_not() -> None:
-    def template_hash(rail: Any, policy: dict[str, Any] | None) -> str:
-        children = _rail_children(rail, policy)
-        deployment = next(m for m in children.apply if m["kind"] == "Deployment")
-        return str(deployment["spec"]["template"]["metadata"]["annotations"][lb.CONFIG_HASH_ANNOTATION])
+def _template_hashes(
+    rail: Any, policy: dict[str, Any] | None = None, databases: dict[str, SecretKey] | None = None
+) -> dict[str, str]:
+    return {
+        m["metadata"]["name"]: m["spec"]["template"]["metadata"]["annotations"][lb.CONFIG_HASH_ANNOTATION]
+        for m in _rail_children(rail, policy, databases).apply
+        if m["kind"] == "Deployment"
+    }
 
-    other = parse_rail(body("PaymentRail", "card-eur", rail_spec(amountLimits={"maxMinor": 5})))
-    assert template_hash(RAIL, None) != template_hash(other, None)
-    assert template_hash(RAIL, None) == template_hash(RAIL, policy_document("p", {"rules": []}))
+
+def test_a_config_change_rolls_the_workload_it_configures_but_a_policy_change_rolls_nothing() -> None:
+    base = _template_hashes(RAIL)
+    limits = _template_hashes(parse_rail(body("PaymentRail", "card-eur", rail_spec(amountLimits={"maxMinor": 5}))))
+    assert limits["card-eur-payment-worker"] != base["card-eur-payment-worker"]
+    body_limit = parse_rail(body("PaymentRail", "card-eur", rail_spec(gateway={"requestBodyMaxBytes": 8192})))
+    assert _template_hashes(body_limit)["card-eur-gateway"] != base["card-eur-gateway"]
+    a_shard_less = _template_hashes(RAIL, databases={"card-eur-a": SHARD_DATABASES["card-eur-a"]})
+    assert a_shard_less["card-eur-payment-worker"] != base["card-eur-payment-worker"]
+    assert a_shard_less["card-eur-gateway"] == base["card-eur-gateway"], "shards are no business of the gateway"
+    assert _template_hashes(RAIL, policy_document("p", {"rules": []})) == base
+
+
+def test_the_config_map_carries_only_the_policy_and_no_process_is_pointed_at_another_config() -> None:
+    config_maps = [m for m in _rail_children(RAIL).apply if m["kind"] == "ConfigMap"]
+    assert [m["data"] for m in config_maps] == [{}]
+    with_policy = next(
+        m for m in _rail_children(RAIL, policy_document("p", {"rules": []})).apply if m["kind"] == "ConfigMap"
+    )
+    assert set(with_policy["data"]) == {"fraud-policy.json"}
+    for deployment in (m for m in _rail_children(RAIL).apply if m["kind"] == "Deployment"):
+        names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert "PAYPLANE_RAIL_CONFIG" not in names
+
+
+def test_the_workers_get_every_shard_database_from_the_shards_secrets() -> None:
+    worker = _children()[("Deployment", "card-eur-payment-worker")]
+    env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["PAYPLANE_SHARD_DSN_CARD_EUR_A"]["valueFrom"] == {
+        "secretKeyRef": {"name": "card-eur-a-db", "key": "dsn"}
+    }
+    assert by_name["PAYPLANE_SHARD_DSN_CARD_EUR_B"]["valueFrom"] == {
+        "secretKeyRef": {"name": "card-eur-b-db", "key": "uri"}
+    }
+    composed = by_name["PAYPLANE_LEDGER_DSNS"]["value"]
+    assert composed == "$(PAYPLANE_SHARD_DSN_CARD_EUR_A)\n$(PAYPLANE_SHARD_DSN_CARD_EUR_B)\n"
+    names = [e["name"] for e in env]
+    # Kubernetes expands $(VAR) only from variables defined earlier in the list
+    assert names.index("PAYPLANE_LEDGER_DSNS") > names.index("PAYPLANE_SHARD_DSN_CARD_EUR_B")
+    gateway = _children()[("Deployment", "card-eur-gateway")]
+    assert not [e for e in gateway["spec"]["template"]["spec"]["containers"][0]["env"] if "DSNS" in e["name"]]
+    shardless = _rail_children(RAIL, databases={}).apply
+    worker_env = next(
+        m for m in shardless if m["metadata"]["name"] == "card-eur-payment-worker" and m["kind"] == "Deployment"
+    )
+    assert "PAYPLANE_LEDGER_DSNS" not in {
+        e["name"] for e in worker_env["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
 
 
 def _env(deployment: dict[str, Any]) -> dict[str, str]:
@@ -244,7 +296,7 @@ def test_a_node_selector_goes_on_every_workloads_pods_and_only_when_given() -> N
     selector = {"kubernetes.io/hostname": "node-a"}
     rail_set = rail_children(
         RAIL,
-        config=rail_config(RAIL, kafka_bootstrap="kafka:9092", topics=["t"]),
+        ledger_databases=SHARD_DATABASES,
         policy_document=None,
         kafka_bootstrap="kafka:9092",
         trust_domain=TRUST_DOMAIN,

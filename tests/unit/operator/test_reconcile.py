@@ -4,9 +4,10 @@ report, and that doing it twice changes nothing."""
 from typing import Any
 
 from payplane_contracts.topics import RailTopics
-from payplane_operator.api.v1alpha1 import API_VERSION
+from payplane_operator.api.v1alpha1 import API_VERSION, SecretKey
 from payplane_operator.clients.errors import KubeApiError
 from payplane_operator.desired.coverage import ShardRange
+from payplane_operator.handlers.shards import shards_by_rail
 from payplane_operator.reconcile.outcome import Outcome
 from payplane_operator.reconcile.policy import policy_view, reconcile_policy
 from payplane_operator.reconcile.rail import RailContext, finalize_rail, reconcile_rail, refresh_rail
@@ -359,6 +360,46 @@ async def test_a_rail_names_every_secret_it_is_missing() -> None:
         "Secret payments-db does not exist in namespace payments; Secret redis does not exist in namespace payments"
     )
     assert not outcome.ready
+
+
+async def test_the_workers_follow_the_rails_shards_and_wait_for_their_database_secrets() -> None:
+    deps, kube, _, _ = fake_deps()
+    rail = await _rail(kube)
+
+    def worker_dsn_secrets() -> list[str]:
+        (worker,) = [d for d in kube.of_kind("Deployment") if d["metadata"]["name"] == "card-eur-payment-worker"]
+        env = worker["spec"]["template"]["spec"]["containers"][0]["env"]
+        return [e["valueFrom"]["secretKeyRef"]["name"] for e in env if e["name"].startswith("PAYPLANE_SHARD_DSN_")]
+
+    database = SecretKey("card-eur-db", "dsn")
+    one = RailContext(shards=[ShardRange("a", 0, 7, database)], policy=None, topics_owned_by=None)
+    assert (await reconcile_rail(rail, one, deps, ChildTracker())).ready
+    assert worker_dsn_secrets() == ["card-eur-db"]
+
+    second = SecretKey("card-eur-b-db", "dsn")  # a shard added whose Secret does not exist yet
+    two = RailContext(
+        shards=[ShardRange("a", 0, 3, database), ShardRange("b", 4, 7, second)], policy=None, topics_owned_by=None
+    )
+    outcome = await reconcile_rail(await _current(kube), two, deps, ChildTracker())
+    assert worker_dsn_secrets() == ["card-eur-db", "card-eur-b-db"]
+    status, reason, message = _conditions(outcome)["SecretsReady"]
+    assert (status, reason, message) == (
+        "False",
+        "SecretNotFound",
+        "Secret card-eur-b-db does not exist in namespace payments",
+    )
+
+
+def test_the_shard_index_carries_each_shards_database_secret() -> None:
+    spec = shard_spec(first=0, last=3)
+    meta: dict[str, Any] = {}
+    assert shards_by_rail(spec=spec, namespace="payments", name="a", meta=meta) == {  # type: ignore[arg-type]
+        ("payments", "card-eur"): ShardRange("a", 0, 3, SecretKey("card-eur-db", "dsn"))
+    }
+    (indexed,) = shards_by_rail(
+        spec={**spec, "database": {"secretRef": {"name": "x", "key": "uri"}}}, namespace="payments", name="a", meta=meta
+    ).values()  # type: ignore[arg-type,union-attr]
+    assert indexed.database == SecretKey("x", "uri")
 
 
 def _foreign(kind: str, api_version: str, name: str, **metadata: Any) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Do a rail's shards own every ledger partition exactly once? Gaps, overlaps and strays, named."""
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from payplane_operator.api.v1alpha1 import SecretKey
 
 
 @dataclass(frozen=True, order=True)
@@ -9,6 +11,8 @@ class ShardRange:
     name: str
     first: int
     last: int  # inclusive
+    # where the shard's database is (the rail's payment workers read balances there); not part of coverage
+    database: SecretKey | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

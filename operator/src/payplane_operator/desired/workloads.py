@@ -3,11 +3,14 @@
 Each builder returns a ``ChildSet``: the manifests to server-side apply, and the objects that must not
 exist (an HPA once autoscaling is switched off). Manifests carry only fields the operator means to own:
 a Deployment under an HPA carries no ``replicas``, so the autoscaler keeps that field.
+
+A workload's configuration is its environment and nothing else (the variables each service's
+``config_from_env`` reads); the rail's ConfigMap carries only the delivered fraud policy.
 """
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,11 +31,11 @@ GATEWAY_CONTAINER_PORT: Final = 8080
 WORKER_GRPC_PORT: Final = 50051
 METRICS_PORT: Final = 9090
 CONFIG_MOUNT: Final = "/etc/payplane"
-RAIL_CONFIG_KEY: Final = "rail.json"
 POLICY_KEY: Final = "fraud-policy.json"
 WORKLOAD_API_MOUNT: Final = "/spiffe-workload-api"
 WORKLOAD_API_SOCKET: Final = f"unix://{WORKLOAD_API_MOUNT}/spire-agent.sock"
 SPIFFE_CSI_DRIVER: Final = "csi.spiffe.io"
+SHARD_DSN_PREFIX: Final = "PAYPLANE_SHARD_DSN_"
 REVISION_HISTORY: Final = 5
 READINESS_PERIOD_S: Final = 2
 # Requests make CPU autoscaling meaningful; a later issue exposes them in the CRDs.
@@ -217,23 +220,6 @@ def _service(workload: _Workload, *, service_type: str, headless: bool, ports: l
     return {"apiVersion": CORE_V1, "kind": "Service", "metadata": workload.object_meta(), "spec": spec}
 
 
-def rail_config(rail: PaymentRail, *, kafka_bootstrap: str, topics: Sequence[str]) -> dict[str, Any]:
-    """The rail configuration the gateway and payment workers read from ``/etc/payplane/rail.json``."""
-    spec = rail.spec
-    return {
-        "rail": rail.meta.name,
-        "namespace": rail.meta.namespace,
-        "currency": spec.currency,
-        "amountLimits": {"minMinor": spec.min_amount_minor, "maxMinor": spec.max_amount_minor},
-        "rateLimits": {"requestsPerSecond": spec.requests_per_second, "burst": spec.burst},
-        "idempotencyRetentionSeconds": spec.idempotency_retention_s,
-        "ledgerPartitions": spec.ledger_partitions,
-        "kafkaBootstrap": kafka_bootstrap,
-        "topics": list(topics),
-        "paymentWorkerAddress": worker_target(rail),
-    }
-
-
 def _from_secret(variable: str, secret: SecretKey) -> dict[str, Any]:
     return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
 
@@ -247,7 +233,6 @@ def worker_target(rail: PaymentRail) -> str:
 def _shared_env(rail: PaymentRail) -> list[dict[str, Any]]:
     env = [
         {"name": "PAYPLANE_RAIL", "value": rail.meta.name},
-        {"name": "PAYPLANE_RAIL_CONFIG", "value": f"{CONFIG_MOUNT}/{RAIL_CONFIG_KEY}"},
         _from_secret("PAYPLANE_PAYMENTS_DSN", rail.spec.payments_secret),
     ]
     if rail.spec.redis_secret is not None:
@@ -268,8 +253,32 @@ def gateway_env(rail: PaymentRail) -> list[dict[str, Any]]:
     ]
 
 
-def worker_env(rail: PaymentRail, *, kafka_bootstrap: str, trust_domain: str) -> list[dict[str, Any]]:
-    """The environment ``payplane payment-worker`` reads (``payplane.services.payment_worker``)."""
+def shard_dsn_variable(shard: str) -> str:
+    """The variable holding one shard's DSN in a payment worker (shard names are DNS-1035 labels)."""
+    return SHARD_DSN_PREFIX + shard.upper().replace("-", "_")
+
+
+def ledger_dsns_env(ledger_databases: Mapping[str, SecretKey]) -> list[dict[str, Any]]:
+    """Every shard database of the rail for the workers' balance reads: one variable per shard from its
+    Secret, then ``PAYPLANE_LEDGER_DSNS`` composing them with Kubernetes ``$(VAR)`` expansion, one per
+    line (always newline-terminated, so a multi-host URI's commas never split it)."""
+    if not ledger_databases:
+        return []
+    shards = sorted(ledger_databases)
+    per_shard = [_from_secret(shard_dsn_variable(shard), ledger_databases[shard]) for shard in shards]
+    composed = "".join(f"$({shard_dsn_variable(shard)})\n" for shard in shards)
+    return [*per_shard, {"name": "PAYPLANE_LEDGER_DSNS", "value": composed}]
+
+
+def worker_env(
+    rail: PaymentRail,
+    *,
+    kafka_bootstrap: str,
+    trust_domain: str,
+    ledger_databases: Mapping[str, SecretKey] | None = None,
+) -> list[dict[str, Any]]:
+    """The environment ``payplane payment-worker`` reads (``payplane.services.payment_worker``);
+    ``ledger_databases``: shard name → its database Secret, for every LedgerShard of the rail."""
     spec, meta = rail.spec, rail.meta
     callers = [
         workload_spiffe_id(trust_domain, WorkloadRole.GATEWAY, meta.namespace, meta.name),
@@ -284,21 +293,25 @@ def worker_env(rail: PaymentRail, *, kafka_bootstrap: str, trust_domain: str) ->
         {"name": "PAYPLANE_IDEMPOTENCY_RETENTION_S", "value": str(spec.idempotency_retention_s)},
         {"name": "PAYPLANE_AMOUNT_MIN_MINOR", "value": str(spec.min_amount_minor)},
         {"name": "PAYPLANE_AMOUNT_MAX_MINOR", "value": str(spec.max_amount_minor)},
+        *ledger_dsns_env(ledger_databases or {}),
     ]
 
 
 def rail_children(
     rail: PaymentRail,
     *,
-    config: dict[str, Any],
+    ledger_databases: Mapping[str, SecretKey],
     policy_document: dict[str, Any] | None,
     kafka_bootstrap: str,
     trust_domain: str,
     node_selector: Mapping[str, str] | None = None,
 ) -> ChildSet:
-    """Everything a PaymentRail owns in Kubernetes, in apply order (accounts and config before pods)."""
+    """Everything a PaymentRail owns in Kubernetes, in apply order (accounts and config before pods).
+
+    ``ledger_databases`` (shard name → database Secret) lists the rail's LedgerShards: the payment
+    workers' environment, so adding or removing a shard rolls the workers (the gateways stay)."""
     meta, spec = rail.meta, rail.spec
-    data = {RAIL_CONFIG_KEY: json.dumps(config, indent=2, sort_keys=True)}
+    data: dict[str, str] = {}
     if policy_document is not None:
         data[POLICY_KEY] = json.dumps(policy_document, indent=2, sort_keys=True)
     config_map = {
@@ -309,8 +322,12 @@ def rail_children(
         ),
         "data": data,
     }
-    # The policy is left out of the hash on purpose: workers reload it from the mounted file, no restart.
-    digest = config_hash(config)
+    # Each pod template carries the hash of its own environment; the policy is left out on purpose:
+    # workers reload it from the mounted file, no restart.
+    gateway_environment = gateway_env(rail)
+    worker_environment = worker_env(
+        rail, kafka_bootstrap=kafka_bootstrap, trust_domain=trust_domain, ledger_databases=ledger_databases
+    )
     common: dict[str, Any] = {
         "owner_kind": Kind.PAYMENT_RAIL,
         "meta": meta,
@@ -319,7 +336,6 @@ def rail_children(
         "image": spec.image,
         "pull_policy": spec.pull_policy,
         "config_map": lb.config_map_name(meta.name),
-        "config_hash": digest,
         "rolling": {"maxUnavailable": 0, "maxSurge": 1},
         "node_selector": node_selector or {},
     }
@@ -327,7 +343,8 @@ def rail_children(
         role=WorkloadRole.GATEWAY,
         scaling=spec.gateway_scaling,
         args=["gateway"],
-        env=gateway_env(rail),
+        env=gateway_environment,
+        config_hash=config_hash(gateway_environment),
         ports=[{"name": "http", "containerPort": GATEWAY_CONTAINER_PORT, "protocol": "TCP"}],
         readiness={"httpGet": {"path": "/healthz", "port": "http"}},
         **common,
@@ -336,7 +353,8 @@ def rail_children(
         role=WorkloadRole.PAYMENT_WORKER,
         scaling=spec.worker_scaling,
         args=["payment-worker"],
-        env=worker_env(rail, kafka_bootstrap=kafka_bootstrap, trust_domain=trust_domain),
+        env=worker_environment,
+        config_hash=config_hash(worker_environment),
         ports=[{"name": "grpc", "containerPort": WORKER_GRPC_PORT, "protocol": "TCP"}],
         # mTLS only, so no gRPC health probe (Kubernetes probes are plaintext): the port accepting is the signal
         readiness={"tcpSocket": {"port": "grpc"}},

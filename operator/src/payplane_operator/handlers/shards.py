@@ -4,7 +4,7 @@ from typing import Any
 
 import kopf
 
-from payplane_operator.api.v1alpha1 import GROUP, VERSION
+from payplane_operator.api.v1alpha1 import GROUP, VERSION, SecretKey
 from payplane_operator.desired.coverage import ShardRange
 from payplane_operator.handlers.boundary import controller_of, guarded, settle
 from payplane_operator.reconcile.controller import plain
@@ -15,13 +15,16 @@ PLURAL = "ledgershards"
 def shards_by_rail(
     spec: kopf.Spec, namespace: str | None, name: str, meta: kopf.Meta, **_: Any
 ) -> dict[Any, Any] | None:
-    """Index: (namespace, rail) → the partition ranges of the rail's live shards (for its coverage)."""
+    """Index: (namespace, rail) → the partition ranges of the rail's live shards (for its coverage) and
+    their database Secrets (for its payment workers' balance reads)."""
     rail = (spec.get("railRef") or {}).get("name")
     partitions = spec.get("partitions") or {}
     first, last = partitions.get("first"), partitions.get("last")
     if meta.get("deletionTimestamp") or not rail or not isinstance(first, int) or not isinstance(last, int):
         return None
-    return {(namespace, rail): ShardRange(name, first, last)}
+    secret = (spec.get("database") or {}).get("secretRef") or {}
+    database = SecretKey(str(secret["name"]), str(secret.get("key") or "dsn")) if secret.get("name") else None
+    return {(namespace, rail): ShardRange(name, first, last, database)}
 
 
 async def shard_changed(namespace: str | None, name: str, memo: kopf.Memo, retry: int, **_: Any) -> None:

@@ -16,7 +16,7 @@ from payplane_operator.desired.labels import config_map_name, workload_name
 from payplane_operator.desired.policy import policy_document
 from payplane_operator.desired.spire_entries import workload_entries
 from payplane_operator.desired.topics import rail_topics
-from payplane_operator.desired.workloads import POLICY_KEY, rail_children, rail_config
+from payplane_operator.desired.workloads import POLICY_KEY, rail_children
 from payplane_operator.errors import InvalidSpecError
 from payplane_operator.reconcile import status as st
 from payplane_operator.reconcile.identities import ensure_entries, remove_entries
@@ -44,7 +44,7 @@ class PolicyView:
 class RailContext:
     """What a rail's reconcile needs from other objects."""
 
-    shards: Sequence[cov.ShardRange]
+    shards: Sequence[cov.ShardRange]  # with their database Secrets: the payment workers read balances there
     policy: PolicyView | None  # the referenced FraudPolicy, when it exists
     topics_owned_by: str | None  # another namespace whose rail of the same name owns the topic names
 
@@ -129,9 +129,10 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         delivered = await _delivered_policy(deps, rail, context.policy)
     except (ClientError, ValueError):
         delivered = None
+    ledger_databases = {shard.name: shard.database for shard in context.shards if shard.database is not None}
     children = rail_children(
         rail,
-        config=rail_config(rail, kafka_bootstrap=config.kafka.workload_bootstrap, topics=[t.name for t in topics]),
+        ledger_databases=ledger_databases,
         policy_document=delivered,
         kafka_bootstrap=config.kafka.workload_bootstrap,
         trust_domain=config.spire.trust_domain,
@@ -145,7 +146,11 @@ async def reconcile_rail(body: Mapping[str, Any], context: RailContext, deps: De
         topics_step = _settled(StepResult(not_ok(ConditionType.TOPICS_READY, Reason.RESOURCE_CONFLICT, message)))
     else:
         topics_step = ensure_topics(deps.kafka, topics)
-    secret_refs = [rail.spec.payments_secret, *([rail.spec.redis_secret] if rail.spec.redis_secret else [])]
+    secret_refs = [
+        rail.spec.payments_secret,
+        *([rail.spec.redis_secret] if rail.spec.redis_secret else []),
+        *ledger_databases.values(),  # the workers' pods cannot start without them
+    ]
     workloads, topics_result, identities, secrets = await asyncio.gather(
         ensure_children(
             deps.kube,
