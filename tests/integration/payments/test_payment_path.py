@@ -231,6 +231,52 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_payment(http: aio
     assert headers.get("Idempotent-Replayed") == "true"
 
 
+async def test_concurrent_creates_each_get_their_own_answer(http: aiohttp.ClientSession, rail: Rail) -> None:
+    """Concurrent POSTs travel to the worker in shared batches (and share its group commit): each new
+    payment, refusal and conflicting reuse of a key still gets its own answer, with its own trace."""
+    a, b = rail.clients[0], rail.clients[1]
+    (source, wallet), (source_b, wallet_b) = await asyncio.gather(accounts(http, rail, a), accounts(http, rail, b))
+    keys = [key() for _ in range(30)]
+    bodies = [{"amount": 100 + i, "currency": "EUR", "source": source, "destination": wallet} for i in range(30)]
+    calls = [post(http, rail, a, "/v1/payments", body, k) for body, k in zip(bodies, keys, strict=True)]
+    refused = {"amount": 5, "currency": "EUR", "source": source, "destination": source}  # same account twice
+    calls.append(post(http, rail, a, "/v1/payments", refused))
+    other_tenant = {"amount": 5, "currency": "EUR", "source": source_b, "destination": wallet_b}
+    calls.append(post(http, rail, a, "/v1/payments", other_tenant))  # b's accounts: not a's to use
+    calls.append(post(http, rail, b, "/v1/payments", other_tenant, keys[0]))  # a's key, b's scope: a new payment
+
+    answers = await asyncio.gather(*calls)
+
+    created = answers[:30]
+    assert all(status == 200 for status, *_ in created), [a[1] for a in created if a[0] != 200][:3]
+    assert [data["amount"] for _, data, _, _ in created] == [100 + i for i in range(30)]
+    assert len({data["id"] for _, data, _, _ in created}) == 30
+    assert answers[30][0] == 400
+    assert answers[30][1]["error"]["code"] == "parameter_invalid"
+    assert answers[31][0] == 404
+    assert answers[31][1]["error"]["code"] == "resource_missing"
+    assert answers[32][0] == 200
+    assert answers[32][1]["id"] not in {data["id"] for _, data, _, _ in created}
+
+    # then duplicates and conflicting bodies of those keys, all at once: replays and 422s, nothing new
+    again = await asyncio.gather(
+        *[post(http, rail, a, "/v1/payments", body, k) for body, k in zip(bodies[:10], keys[:10], strict=True)],
+        *[
+            post(http, rail, a, "/v1/payments", {**body, "amount": 1}, k)
+            for body, k in zip(bodies[10:20], keys[10:20], strict=True)
+        ],
+    )
+    for (status, _, raw, headers), (_, _, first_raw, _) in zip(again[:10], created[:10], strict=True):
+        assert (status, raw, headers.get("Idempotent-Replayed")) == (200, first_raw, "true")
+    assert all(status == 422 and data["error"]["code"] == "idempotency_key_reused" for status, data, _, _ in again[10:])
+    conn = await asyncpg.connect(rail.payments_dsn)
+    try:
+        count = await conn.fetchval("select count(*) from payments where source_account_id = $1", source)
+    finally:
+        await conn.close()
+    assert count == 30
+
+
 async def test_same_key_other_body_is_422_and_redis_loss_never_duplicates(
     http: aiohttp.ClientSession, rail: Rail
 ) -> None:

@@ -49,6 +49,7 @@ from payplane.payments.state_machine import (
     PaymentStatus,
     apply,
 )
+from payplane.platform.group_commit import GroupCommit
 from payplane.platform.tracing import trace_id_of
 from payplane_contracts.ledger_messages import TransferOutcome
 from payplane_contracts.topics import RailTopics
@@ -67,33 +68,54 @@ PAYMENT_COLUMNS: Final = (
 )
 
 
-# One statement, one round trip: the idempotency claim (with the response to replay) and, only if the key
-# was claimed, the payment, its ledger operation and its outbox row; NOTIFY wakes the relay at commit.
-CREATE_PAYMENT_SQL: Final = f"""
-with claim as (
+# One statement, one round trip for a whole batch of new payments (group commit, see PaymentsStore.
+# create_payment): the idempotency claims (with the responses to replay) and, only for the keys claimed,
+# the payments, their ledger operations and their outbox rows; NOTIFY wakes the relay at commit. A batch
+# holds each (client, key) at most once (ON CONFLICT may touch a row only once per statement).
+CREATE_PAYMENTS_SQL: Final = f"""
+with input as (
+    select * from unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::bigint[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::text[], $12::boolean[], $13::text[],
+                         $14::text[], $15::text[], $16::bigint[], $17::text[], $18::text[], $19::bigint[],
+                         $20::text[], $21::integer[], $22::bytea[], $23::bytea[], $24::text[], $25::text[],
+                         $26::float8[])
+      as t(client_id, key, fingerprint, response, id, amount_minor, currency, source_account_id,
+           destination_account_id, capture_method, status, review, fraud_rule, failure_code, description, at_us,
+           transfer_id, op_kind, op_amount_minor, topic, kafka_partition, message_key, payload, traceparent,
+           trace_id, retention_s)
+), claim as (
     insert into idempotency_keys (client_id, key, fingerprint, response, expires_at)
-    values ($1, $2, $3, $4, now() + make_interval(secs => $5))
+    select client_id, key, fingerprint, response, now() + make_interval(secs => retention_s) from input
     on conflict (client_id, key) do update
       set fingerprint = excluded.fingerprint, response = excluded.response, created_at = now(),
           expires_at = excluded.expires_at
       where idempotency_keys.expires_at <= now()
-    returning 1
+    returning client_id, key
+), claimed as (
+    select input.* from input join claim using (client_id, key)
 ), payment as (
     insert into payments (id, client_id, amount_minor, currency, source_account_id, destination_account_id,
                           capture_method, status, review, fraud_rule, failure_code, description,
                           created_at_us, updated_at_us, trace_id)
-    select $6, $1, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $26 from claim
-    returning id
+    select id, client_id, amount_minor, currency, source_account_id, destination_account_id, capture_method,
+           status, review, fraud_rule, failure_code, description, at_us, at_us, trace_id from claimed
 ), op as (
     insert into ledger_ops (transfer_id, payment_id, kind, amount_minor, refund_id, requested_at_us)
-    select $18::text, id, $19, $20, '', $17 from payment where $18::text is not null
+    select transfer_id, id, op_kind, op_amount_minor, '', at_us from claimed where transfer_id is not null
 ), event as (
     insert into outbox (topic, kafka_partition, message_key, payload, traceparent)
-    select $21, $22, $23, $24, $25 from payment
+    select topic, kafka_partition, message_key, payload, traceparent from claimed
     returning 1
 )
-select exists (select from claim), (select pg_notify('{NOTIFY_CHANNEL}', '') from event)
+select array(select id from claimed), (select pg_notify('{NOTIFY_CHANNEL}', '') from event limit 1)
 """
+STORED_RESPONSES_SQL: Final = """
+select k.client_id, k.key, k.fingerprint, k.response
+from idempotency_keys k join unnest($1::text[], $2::text[]) as wanted(client_id, key) using (client_id, key)
+where k.expires_at > now()
+"""
+CREATE_BATCH_MAX: Final = 256  # payments per statement
+CREATE_BATCHES_IN_FLIGHT: Final = 2  # statements running at once; more callers wait and join the next batch
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any]:
@@ -135,6 +157,19 @@ class IdempotencyClaim:
 
 
 @dataclass(frozen=True)
+class NewPayment:
+    """A validated payment ready to be written, with the response its key will replay."""
+
+    claim: IdempotencyClaim
+    response: bytes
+    row: dict[str, Any]  # the payments row
+    fraud_rule: str
+    op: LedgerOp | None  # the ledger operation it starts (none if it was declined)
+    outbox: tuple[str, int | None, bytes, bytes]  # topic, Kafka partition, key, payload
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
 class StoredResponse:
     fingerprint: str
     response: bytes
@@ -159,18 +194,37 @@ def state_of(row: asyncpg.Record | dict[str, Any]) -> Payment:
 
 
 class PaymentsStore:
-    def __init__(self, pool: asyncpg.Pool, topics: RailTopics, partitions: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        topics: RailTopics,
+        partitions: int,
+        observe_create_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.pool = pool
         self.topics = topics
         self.partitions = partitions
         self._accounts: dict[str, dict[str, Any]] = {}
+        self._creates: GroupCommit[NewPayment, tuple[bytes, bool]] = GroupCommit(
+            self._create_payments,
+            max_items=CREATE_BATCH_MAX,
+            max_in_flight=CREATE_BATCHES_IN_FLIGHT,
+            observe_batch=observe_create_batch,
+        )
 
     @classmethod
-    async def open(cls, dsn: str, topics: RailTopics, partitions: int, pool_size: int = 10) -> "PaymentsStore":
+    async def open(
+        cls,
+        dsn: str,
+        topics: RailTopics,
+        partitions: int,
+        pool_size: int = 10,
+        observe_create_batch: Callable[[int], None] | None = None,
+    ) -> "PaymentsStore":
         # reset=_keep_session: a released connection is still rolled back if needed, but skips the reset
         # query (a round trip per request): this store sets no session state, LISTENs on no pooled connection
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=10, reset=_keep_session)
-        return cls(pool, topics, partitions)
+        return cls(pool, topics, partitions, observe_create_batch)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -281,9 +335,21 @@ class PaymentsStore:
         render: Callable[[dict[str, Any]], bytes],
         traceparent: str = "",
     ) -> tuple[bytes, bool]:
-        """Create a payment once per idempotency key, in one statement (one round trip): the key's claim
-        with its response, the payment, its ledger operation and its outbox row. Returns (response,
-        replayed). Validation happens before anything is written, so a refused request records nothing."""
+        """Create a payment once per idempotency key: the key's claim with its response, the payment, its
+        ledger operation and its outbox row, written by one statement together with the payments of
+        every concurrent caller (group commit). Returns (response, replayed). Validation happens before
+        anything is written, so a refused request records nothing."""
+        new = await self._new_payment(claim, fields, evaluation, render, traceparent)
+        return await self._creates.submit(new)
+
+    async def _new_payment(
+        self,
+        claim: IdempotencyClaim,
+        fields: dict[str, Any],
+        evaluation: Evaluation,
+        render: Callable[[dict[str, Any]], bytes],
+        traceparent: str,
+    ) -> NewPayment:
         client_id = claim.client_id
         source = await self._account(client_id, fields["source_account_id"], "source")
         destination = await self._account(client_id, fields["destination_account_id"], "destination")
@@ -335,39 +401,84 @@ class PaymentsStore:
         else:
             topic, key, payload = payment_event(row, self.topics.payment_events)
             outbox = (topic, None, key, payload)
-        response = render(row)
-        claimed = await self.pool.fetchval(
-            CREATE_PAYMENT_SQL,
-            client_id,
-            claim.key,
-            claim.fingerprint,
-            response,
-            float(claim.retention_s),
-            payment.id,
-            payment.amount_minor,
-            payment.currency,
-            source["id"],
-            destination["id"],
-            payment.capture_method.value,
-            payment.status.value,
-            review,
-            evaluation.rule,
-            failure,
-            row["description"],
-            at,
-            op.transfer_id if op else None,
-            op.kind.value if op else "",
-            op.amount_minor if op else None,
-            *outbox,
-            traceparent or None,
-            row["trace_id"],
+        return NewPayment(
+            claim=claim,
+            response=render(row),
+            row=row,
+            fraud_rule=evaluation.rule,
+            op=op,
+            outbox=outbox,
+            traceparent=traceparent or None,
         )
-        if claimed:
-            return response, False
-        stored = await self.stored_response(client_id, claim.key)
-        if stored is None:  # expired between the two statements: extremely unlikely, safe to ask for a retry
-            raise ApiError("idempotency_key_in_use", "the request with this Idempotency-Key is being processed")
-        return replay_or_refuse(stored, claim.fingerprint), True
+
+    async def _create_payments(self, batch: Sequence[NewPayment]) -> list[tuple[bytes, bool] | BaseException]:
+        """One group-commit batch. A key that appears twice in the batch is written once; its other
+        requests are answered like any duplicate, from the stored response (replay, or 422 for another
+        body). If the statement fails for a reason that is not an outage (one bad row), each payment is
+        retried alone so only the one at fault fails."""
+        first: dict[tuple[str, str], NewPayment] = {}
+        for new in batch:
+            first.setdefault((new.claim.client_id, new.claim.key), new)  # the others are duplicates
+        try:
+            created = await self._insert_payments(list(first.values()))
+        except asyncpg.PostgresError as exc:
+            if is_transient(exc) or len(first) == 1:
+                raise
+            return [await self._create_alone(new) for new in batch]
+        duplicates = [new for new in batch if new.row["id"] not in created]
+        stored = await self._stored_responses([new.claim for new in duplicates]) if duplicates else {}
+        return [
+            (new.response, False)
+            if new.row["id"] in created
+            else _replay(stored.get((new.claim.client_id, new.claim.key)), new.claim.fingerprint)
+            for new in batch
+        ]
+
+    async def _create_alone(self, new: NewPayment) -> tuple[bytes, bool] | BaseException:
+        try:
+            return (await self._create_payments([new]))[0]
+        except asyncpg.PostgresError as exc:
+            return exc
+
+    async def _insert_payments(self, batch: Sequence[NewPayment]) -> set[str]:
+        """Write the batch in one statement; returns the ids of the payments whose key was claimed."""
+        columns: list[list[Any]] = [[] for _ in range(26)]
+        for new in batch:
+            row, op = new.row, new.op
+            values = (
+                new.claim.client_id,
+                new.claim.key,
+                new.claim.fingerprint,
+                new.response,
+                row["id"],
+                row["amount_minor"],
+                row["currency"],
+                row["source_account_id"],
+                row["destination_account_id"],
+                row["capture_method"],
+                row["status"],
+                row["review"],
+                new.fraud_rule,
+                row["failure_code"],
+                row["description"],
+                row["created_at_us"],
+                op.transfer_id if op else None,
+                op.kind.value if op else "",
+                op.amount_minor if op else None,
+                *new.outbox,
+                new.traceparent,
+                row["trace_id"],
+                float(new.claim.retention_s),
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        record = await self.pool.fetchrow(CREATE_PAYMENTS_SQL, *columns)
+        assert record is not None
+        return set(record[0])
+
+    async def _stored_responses(self, claims: Sequence[IdempotencyClaim]) -> dict[tuple[str, str], StoredResponse]:
+        rows = await self.pool.fetch(STORED_RESPONSES_SQL, [c.client_id for c in claims], [c.key for c in claims])
+        return {(r["client_id"], r["key"]): StoredResponse(r["fingerprint"], bytes(r["response"])) for r in rows}
 
     async def _request(self, conn: Conn, op: LedgerOp, payment: Payment, accounts: PaymentAccounts, at: int) -> None:
         await conn.execute(
@@ -701,6 +812,16 @@ def is_transient(exc: asyncpg.PostgresError) -> bool:
     """Whether a PostgreSQL error means "unavailable, retry" rather than a bug."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+
+
+def _replay(stored: StoredResponse | None, fingerprint: str) -> tuple[bytes, bool] | ApiError:
+    """The answer to a request whose key was already claimed: the stored response, or the refusal."""
+    if stored is None:  # expired since it was claimed: extremely unlikely, safe to ask for a retry
+        return ApiError("idempotency_key_in_use", "the request with this Idempotency-Key is being processed")
+    try:
+        return replay_or_refuse(stored, fingerprint), True
+    except ApiError as exc:
+        return exc
 
 
 def replay_or_refuse(stored: StoredResponse, fingerprint: str) -> bytes:

@@ -5,17 +5,24 @@ with 409 without touching PostgreSQL, and is released once the request is done; 
 key decides, so a flushed or unreachable Redis never allows a duplicate. Rate limiting is GCRA in one
 Lua round trip. When Redis is unreachable both degrade open (requests go straight to PostgreSQL and
 are not rate-limited) and Redis is skipped for ``breaker_s`` so an outage adds no latency.
+
+Concurrent callers share round trips: the leases (and the rate checks) asked for in the same moment
+are sent as one pipeline (``GroupCommit``), each caller getting its own answer. Commands of a
+pipeline run in order, so two requests with one key in a batch behave as two in a row.
 """
 
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
+
+from payplane.platform.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +31,8 @@ log = logging.getLogger(__name__)
 LEASE_MS: Final = 10_000
 SOCKET_TIMEOUT_S: Final = 0.25
 BREAKER_S: Final = 1.0
+BATCH_MAX: Final = 256  # commands per pipeline
+BATCHES_IN_FLIGHT: Final = 2
 
 # GCRA (generic cell rate algorithm): one key per client holding the theoretical arrival time (ms).
 # ARGV: now_ms, emission interval ms (1000 / rate), burst. Returns {allowed, retry_after_ms}.
@@ -67,15 +76,35 @@ class RateDecision:
     retry_after_s: float = 0.0
 
 
+@dataclass(frozen=True)
+class _LeaseAsk:
+    name: str
+    token: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _RateAsk:
+    key: str
+    now_ms: int
+    interval_ms: float
+    burst: int
+
+
 class RedisEdge:
     def __init__(self, url: str, breaker_s: float = BREAKER_S) -> None:
         self._client = redis_asyncio.from_url(
             url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
         )
-        self._gcra = self._client.register_script(_GCRA)
         self._release = self._client.register_script(_RELEASE)
         self._breaker_s = breaker_s
         self._skip_until = 0.0
+        self._leases: GroupCommit[_LeaseAsk, Lease] = GroupCommit(
+            self._lease_batch, max_items=BATCH_MAX, max_in_flight=BATCHES_IN_FLIGHT
+        )
+        self._rates: GroupCommit[_RateAsk, RateDecision] = GroupCommit(
+            self._rate_batch, max_items=BATCH_MAX, max_in_flight=BATCHES_IN_FLIGHT
+        )
 
     async def close(self) -> None:
         await self._client.aclose()
@@ -91,20 +120,34 @@ class RedisEdge:
     async def lease(self, client_id: str, key: str, fingerprint: str) -> Lease:
         if not self._available():
             return Lease(LeaseState.UNAVAILABLE)
-        name = f"payplane:idem:{client_id}:{key}"
         token = f"{fingerprint}:{secrets.token_hex(8)}"
+        return await self._leases.submit(_LeaseAsk(f"payplane:idem:{client_id}:{key}", token, fingerprint))
+
+    async def _lease_batch(self, asks: Sequence[_LeaseAsk]) -> list[Lease]:
+        """SET NX PX for every ask in one pipeline; then the holders of the keys already taken, in one MGET."""
         try:
-            if await self._client.set(name, token, nx=True, px=LEASE_MS):
-                return Lease(LeaseState.ACQUIRED, name, token)
-            holder = await self._client.get(name)
+            pipe = self._client.pipeline(transaction=False)
+            for ask in asks:
+                pipe.set(ask.name, ask.token, nx=True, px=LEASE_MS)
+            acquired = await pipe.execute()
+            taken = [ask.name for ask, ok in zip(asks, acquired, strict=True) if not ok]
+            holders = iter(await self._client.mget(taken) if taken else [])
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return Lease(LeaseState.UNAVAILABLE)
-        if holder is None:  # released in between: let PostgreSQL decide
-            return Lease(LeaseState.UNAVAILABLE)
-        text = holder.decode() if isinstance(holder, bytes) else str(holder)
-        same = text.partition(":")[0] == fingerprint
-        return Lease(LeaseState.HELD_SAME_BODY if same else LeaseState.HELD_OTHER_BODY)
+            return [Lease(LeaseState.UNAVAILABLE)] * len(asks)
+        leases = []
+        for ask, ok in zip(asks, acquired, strict=True):
+            if ok:
+                leases.append(Lease(LeaseState.ACQUIRED, ask.name, ask.token))
+                continue
+            holder = next(holders)
+            if holder is None:  # released in between: let PostgreSQL decide
+                leases.append(Lease(LeaseState.UNAVAILABLE))
+                continue
+            text = holder.decode() if isinstance(holder, bytes) else str(holder)
+            same = text.partition(":")[0] == ask.fingerprint
+            leases.append(Lease(LeaseState.HELD_SAME_BODY if same else LeaseState.HELD_OTHER_BODY))
+        return leases
 
     async def release(self, lease: Lease) -> None:
         if lease.state is not LeaseState.ACQUIRED:
@@ -117,11 +160,17 @@ class RedisEdge:
     async def rate(self, client_id: str, per_second: float, burst: int) -> RateDecision:
         if per_second <= 0 or not self._available():
             return RateDecision(True)
+        ask = _RateAsk(f"payplane:rate:{client_id}", int(time.time() * 1000), 1000.0 / per_second, burst)
+        return await self._rates.submit(ask)
+
+    async def _rate_batch(self, asks: Sequence[_RateAsk]) -> list[RateDecision]:
+        """The GCRA script for every ask, in one pipeline (in order: a client's requests count one by one)."""
         try:
-            allowed, retry_ms = await self._gcra(
-                keys=[f"payplane:rate:{client_id}"], args=[int(time.time() * 1000), 1000.0 / per_second, burst]
-            )
+            pipe = self._client.pipeline(transaction=False)
+            for ask in asks:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
+                pipe.eval(_GCRA, 1, ask.key, ask.now_ms, ask.interval_ms, ask.burst)
+            answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return RateDecision(True)
-        return RateDecision(bool(allowed), int(retry_ms) / 1000.0)
+            return [RateDecision(True)] * len(asks)
+        return [RateDecision(bool(allowed), int(retry_ms) / 1000.0) for allowed, retry_ms in answers]

@@ -7,6 +7,7 @@ Every response body is rendered deterministically from the worker's answer, so a
 logged ``internal_error`` instead of a crash.
 """
 
+import asyncio
 import itertools
 import json
 import logging
@@ -24,6 +25,7 @@ from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
 from payplane.gateway import schema
 from payplane.payments.errors import ApiError
 from payplane.payments.idempotency import IdempotencyKeyError, fingerprint, validate_key
+from payplane.platform.group_commit import GroupCommit
 from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace
 
 log = logging.getLogger("payplane.gateway")
@@ -33,6 +35,8 @@ RPC_TIMEOUT_S: Final = 10.0
 AUTH_CACHE_S: Final = 5.0  # a revoked key stops working within this long
 JSON: Final = "application/json"
 ADMIN_ROLE: Final = "admin"
+CREATE_BATCH_MAX: Final = 128  # CreatePayment calls per gRPC call to a worker
+CREATE_BATCHES_PER_WORKER: Final = 2  # batch calls in flight per worker replica; more requests queue for the next
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,16 +70,27 @@ class WorkerPool:
         self._channels = list(channels)
         self._next = itertools.cycle(range(len(self._channels)))
         # a stub builds a callable per RPC method: build it once per channel, not once per request
-        self._stubs: list[tuple[grpc.aio.Channel | None, Any]] = [(None, None)] * len(self._channels)
+        self._stubs: list[tuple[grpc.aio.Channel | None, Any, Any]] = [(None, None, None)] * len(self._channels)
 
-    def stub(self) -> Any:
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def _next_stubs(self) -> tuple[Any, Any]:
         index = next(self._next)
         channel = self._channels[index]()  # a new channel after an SVID rotation
-        cached_channel, stub = self._stubs[index]
+        cached_channel, stub, batch_stub = self._stubs[index]
         if cached_channel is not channel:
-            stub = pb_grpc.PaymentServiceStub(channel)
-            self._stubs[index] = (channel, stub)
-        return stub
+            stub, batch_stub = pb_grpc.PaymentServiceStub(channel), pb_grpc.PaymentBatchServiceStub(channel)
+            self._stubs[index] = (channel, stub, batch_stub)
+        return stub, batch_stub
+
+    def stub(self) -> Any:
+        """The PaymentService of the next replica."""
+        return self._next_stubs()[0]
+
+    def batch_stub(self) -> Any:
+        """The PaymentBatchService of the next replica."""
+        return self._next_stubs()[1]
 
 
 def trace_metadata() -> tuple[tuple[str, str], ...]:
@@ -166,6 +181,16 @@ def _error_from_rpc(exc: grpc.aio.AioRpcError) -> ApiError:
     return ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
 
 
+def _batch_result(result: pb.CreatePaymentResult) -> pb.PaymentResponse | ApiError:
+    if result.WhichOneof("result") == "response":
+        return result.response
+    try:
+        return ApiError.from_dict(json.loads(result.error_json))
+    except (ValueError, TypeError, AttributeError):
+        log.error("payment worker answered an unreadable error: %.200s", result.error_json)
+        return ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
+
+
 class RequestObserver(Protocol):
     """Where the gateway reports each finished request (metrics); the default ignores it."""
 
@@ -193,6 +218,10 @@ class Gateway:
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self.observer: RequestObserver = observer or _IgnoreRequests()
+        # concurrent CreatePayment calls travel to the workers in batches (one gRPC call for many)
+        self._creates: GroupCommit[pb.CreatePaymentBatchItem, pb.PaymentResponse] = GroupCommit(
+            self._create_payments, max_items=CREATE_BATCH_MAX, max_in_flight=CREATE_BATCHES_PER_WORKER * len(workers)
+        )
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -283,6 +312,27 @@ class Gateway:
             self._auth_cache.clear()
         self._auth_cache[key] = (now + AUTH_CACHE_S, principal)
         return principal
+
+    # --- calls to the workers ----------------------------------------------------------------------
+
+    async def create_payment_call(self, message: pb.CreatePaymentRequest) -> pb.PaymentResponse:
+        """CreatePayment on a worker, batched with the concurrent ones: the answer, or the ApiError the
+        worker refused it with (an AioRpcError if the batch's call failed as a whole)."""
+        context = current_trace.get()
+        traceparent = context.child().traceparent if context is not None else ""
+        try:
+            async with asyncio.timeout(RPC_TIMEOUT_S):
+                return await self._creates.submit(pb.CreatePaymentBatchItem(request=message, traceparent=traceparent))
+        except TimeoutError:
+            raise ApiError(
+                "service_unavailable", "the payment service is unavailable; retry with the same key"
+            ) from None
+
+    async def _create_payments(self, items: Sequence[pb.CreatePaymentBatchItem]) -> list[pb.PaymentResponse | ApiError]:
+        answer = await self.workers.batch_stub().CreatePayments(
+            pb.CreatePaymentBatch(items=items), timeout=RPC_TIMEOUT_S
+        )
+        return [_batch_result(result) for result in answer.results]
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -378,7 +428,7 @@ class Gateway:
             capture_method=values.get("capture_method", ""),
             description=values.get("description", ""),
         )
-        answer = await self.workers.stub().CreatePayment(message, timeout=RPC_TIMEOUT_S, metadata=trace_metadata())
+        answer = await self.create_payment_call(message)
         log.info("payment %s accepted", answer.payment.id, extra={"payment_id": answer.payment.id})
         return self._json(render_payment(answer.payment), answer.replayed)
 

@@ -115,6 +115,8 @@ class PublicPaymentService:
         request.caller.CopyFrom(pb.Caller(client_id=principal.client_id))  # type: ignore[attr-defined]
         if "idempotency" in request.DESCRIPTOR.fields_by_name:
             request.idempotency.ClearField("fingerprint")  # type: ignore[attr-defined]
+        if isinstance(request, pb.CreatePaymentRequest):
+            return await self.gateway.create_payment_call(request)  # batched like the REST edge's
         wait_ms = max(0, min(int(getattr(request, "wait_ms", 0)), WAIT_MS_MAX))
         timeout_s = RPC_TIMEOUT_S + wait_ms / 1000
         call = getattr(self.gateway.workers.stub(), method)

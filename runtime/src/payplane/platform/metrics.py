@@ -167,6 +167,15 @@ class PaymentWorkerMetrics:
             registry=self.registry,
         )
         self.outbox = OutboxAge(self.registry, "payments")
+        self.create_batch_size = Histogram(
+            "payplane_payment_create_batch_size",
+            "New payments written by one statement (group commit of concurrent CreatePayment calls)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+
+    def create_batch(self, size: int) -> None:
+        self.create_batch_size.observe(size)
 
     def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
         for change in changes:

@@ -68,6 +68,7 @@ from payplane_contracts.topics import RailTopics
 log = logging.getLogger("payplane.payment_worker")
 
 SERVICE_NAME: Final = "payplane.v1.PaymentService"
+BATCH_SERVICE_NAME: Final = "payplane.v1.PaymentBatchService"
 ERROR_METADATA_KEY: Final = "payplane-error"
 WAIT_MS_MAX: Final = 10_000
 WAIT_POLL_S: Final = 0.02
@@ -75,6 +76,9 @@ LIST_LIMIT_MAX: Final = 100
 CLEANUP_INTERVAL_S: Final = 60.0
 LEDGER_CONNECT_TIMEOUT_S: Final = 5.0  # a balance read from an unreachable shard answers 503 within the RPC timeout
 ResponseT = TypeVar("ResponseT", bound=Message)
+# InternalClientError: a session ended under a running statement ("another operation is in progress")
+OUTAGE_ERRORS: Final = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError, TimeoutError)
+DATABASE_UNAVAILABLE: Final = ApiError("service_unavailable", "the payments database is unavailable")
 
 
 @dataclass(frozen=True)
@@ -246,12 +250,11 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
             return await call()
         except ApiError as exc:
             await self._abort(context, exc)
-        # InternalClientError: a session ended under a running statement ("another operation is in progress")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError, TimeoutError) as exc:
+        except OUTAGE_ERRORS as exc:
             if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
                 raise  # a bug, not an outage: logged by grpc, answered as internal_error
             log.warning("database unavailable: %r", exc)
-            await self._abort(context, ApiError("service_unavailable", "the payments database is unavailable"))
+            await self._abort(context, DATABASE_UNAVAILABLE)
         raise AssertionError("unreachable: abort raises")
 
     @staticmethod
@@ -317,48 +320,48 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
     async def CreatePayment(  # noqa: N802 - gRPC method names
         self, request: pb.CreatePaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PaymentResponse:
-        async def call() -> pb.PaymentResponse:
-            amount = _amount(request.amount_minor)
-            assert amount is not None
-            self.amount_limits.check(amount)  # the rail's limits: a client error, never a fraud decline
-            currency = _currency(request.currency)
-            try:
-                capture = CaptureMethod(request.capture_method or "automatic")
-            except ValueError:
-                raise ApiError(
-                    "parameter_invalid", "capture_method must be automatic or manual", "capture_method"
-                ) from None
-            for name, value in (("source", request.source_account_id), ("destination", request.destination_account_id)):
-                if not value:
-                    raise ApiError("parameter_missing", f"{name} is required", name)
-            fields = {
-                "amount_minor": amount,
-                "currency": currency,
-                "capture_method": capture.value,
-                "source_account_id": request.source_account_id,
-                "destination_account_id": request.destination_account_id,
-                "description": request.description,
-            }
+        return await self._guard(context, lambda: self.create_payment(request))
 
-            def render(row: dict[str, Any]) -> bytes:
-                return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
+    async def create_payment(self, request: pb.CreatePaymentRequest) -> pb.PaymentResponse:
+        amount = _amount(request.amount_minor)
+        assert amount is not None
+        self.amount_limits.check(amount)  # the rail's limits: a client error, never a fraud decline
+        currency = _currency(request.currency)
+        try:
+            capture = CaptureMethod(request.capture_method or "automatic")
+        except ValueError:
+            raise ApiError(
+                "parameter_invalid", "capture_method must be automatic or manual", "capture_method"
+            ) from None
+        for name, value in (("source", request.source_account_id), ("destination", request.destination_account_id)):
+            if not value:
+                raise ApiError("parameter_missing", f"{name} is required", name)
+        fields = {
+            "amount_minor": amount,
+            "currency": currency,
+            "capture_method": capture.value,
+            "source_account_id": request.source_account_id,
+            "destination_account_id": request.destination_account_id,
+            "description": request.description,
+        }
 
-            def execute(claim: IdempotencyClaim) -> Awaitable[tuple[bytes, bool]]:
-                facts = PaymentFacts(claim.client_id, amount, currency, request.source_account_id)
-                evaluation = self.policy.evaluate(facts)
-                return self.store.create_payment(claim, fields, evaluation, render, current_traceparent())
+        def render(row: dict[str, Any]) -> bytes:
+            return pb.PaymentResponse(payment=payment_message(row)).SerializeToString(deterministic=True)
 
-            response = await self._idempotent(request, execute, pb.PaymentResponse)
-            log.info(
-                "payment %s: %s%s",
-                response.payment.id,
-                response.payment.status,
-                " (replayed)" if response.replayed else "",
-                extra={"payment_id": response.payment.id},
-            )
-            return response
+        def execute(claim: IdempotencyClaim) -> Awaitable[tuple[bytes, bool]]:
+            facts = PaymentFacts(claim.client_id, amount, currency, request.source_account_id)
+            evaluation = self.policy.evaluate(facts)
+            return self.store.create_payment(claim, fields, evaluation, render, current_traceparent())
 
-        return await self._guard(context, call)
+        response = await self._idempotent(request, execute, pb.PaymentResponse)
+        log.info(
+            "payment %s: %s%s",
+            response.payment.id,
+            response.payment.status,
+            " (replayed)" if response.replayed else "",
+            extra={"payment_id": response.payment.id},
+        )
+        return response
 
     async def GetPayment(  # noqa: N802
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -528,6 +531,41 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         return await self._guard(context, call)
 
 
+class PaymentBatchService(pb_grpc.PaymentBatchServiceServicer):  # type: ignore[misc]
+    """The gateway's batches of CreatePayment calls: each item is handled exactly as a CreatePayment
+    call (same validation, idempotency contract, trace context, answer) and concurrently with the
+    others, so they share the store's group commit; a refusal is that item's answer, not the RPC's."""
+
+    def __init__(self, payments: PaymentService) -> None:
+        self.payments = payments
+
+    async def CreatePayments(  # noqa: N802 - gRPC method names
+        self, request: pb.CreatePaymentBatch, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CreatePaymentBatchResponse:
+        await self.payments.allow_list.authorize(context)
+        # one task per item (gather): each sets its own trace context
+        results = await asyncio.gather(*(self._item(item) for item in request.items))
+        return pb.CreatePaymentBatchResponse(results=results)
+
+    async def _item(self, item: pb.CreatePaymentBatchItem) -> pb.CreatePaymentResult:
+        current_trace.set(continue_or_start(item.traceparent or None))
+        try:
+            return pb.CreatePaymentResult(response=await self.payments.create_payment(item.request))
+        except ApiError as exc:
+            error = exc
+        except OUTAGE_ERRORS as exc:
+            if isinstance(exc, asyncpg.PostgresError) and not is_transient(exc):
+                log.exception("CreatePayment in a batch failed")
+                error = ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
+            else:
+                log.warning("database unavailable: %r", exc)
+                error = DATABASE_UNAVAILABLE
+        except Exception:
+            log.exception("CreatePayment in a batch failed")
+            error = ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
+        return pb.CreatePaymentResult(error_json=json.dumps(error.to_dict()))
+
+
 # --- the process ----------------------------------------------------------------------------------
 
 
@@ -548,7 +586,10 @@ async def run(config: WorkerConfig) -> int:
         await migrate(conn, MIGRATIONS_PACKAGE)
     finally:
         await conn.close()
-    store = await PaymentsStore.open(config.dsn, topics, config.partition_count)
+    metrics = PaymentWorkerMetrics()
+    store = await PaymentsStore.open(
+        config.dsn, topics, config.partition_count, observe_create_batch=metrics.create_batch
+    )
     # min_size=0: connect on the first balance read, so a shard database that is down never stops payments
     ledger_pools = [
         await asyncpg.create_pool(d, min_size=0, max_size=4, timeout=LEDGER_CONNECT_TIMEOUT_S)
@@ -568,11 +609,12 @@ async def run(config: WorkerConfig) -> int:
     )
     server = grpc.aio.server()
     pb_grpc.add_PaymentServiceServicer_to_server(service, server)
+    pb_grpc.add_PaymentBatchServiceServicer_to_server(PaymentBatchService(service), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    services = (SERVICE_NAME, BATCH_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(services, server)
     port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
-    metrics = PaymentWorkerMetrics()
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments", observer=metrics.outbox)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)

@@ -1,0 +1,94 @@
+"""Group commit: concurrent callers' items coalesced into one call of a batch function.
+
+Each ``submit`` waits for the answer to its own item. A batch starts as soon as fewer than
+``max_in_flight`` batches are running (at the next turn of the event loop, so callers that arrived in
+the same turn share it); while the running batches use every slot, new items queue and leave together,
+at most ``max_items`` at a time, when a slot frees. So an idle system adds no wait, and a busy one sends
+batches as large as the load makes them: one round trip, one commit and one fsync for many callers.
+
+The batch function returns one result per item, in order; a result that is an exception is raised to
+that item's caller only. If the batch function itself raises, every caller of that batch gets the
+exception (callers are never left waiting).
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Generic, TypeVar
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+MAX_ITEMS_DEFAULT: Final = 256
+MAX_IN_FLIGHT_DEFAULT: Final = 2
+
+BatchFunction = Callable[[Sequence[ItemT]], Awaitable[Sequence[ResultT | BaseException]]]
+
+
+class GroupCommit(Generic[ItemT, ResultT]):
+    def __init__(
+        self,
+        run_batch: BatchFunction[ItemT, ResultT],
+        *,
+        max_items: int = MAX_ITEMS_DEFAULT,
+        max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
+        observe_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_items < 1 or max_in_flight < 1:
+            raise ValueError("max_items and max_in_flight must be at least 1")
+        self._run_batch = run_batch
+        self._max_items = max_items
+        self._max_in_flight = max_in_flight
+        self._observe_batch = observe_batch
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._in_flight = 0
+        self._scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: ItemT) -> ResultT:
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
+        if self._scheduled or not self._queue or self._in_flight >= self._max_in_flight:
+            return
+        self._scheduled = True
+        asyncio.get_running_loop().call_soon(self._start)
+
+    def _start(self) -> None:
+        self._scheduled = False
+        # callers cancelled while queued (their deadline passed) are dropped before anything is sent
+        self._queue = [entry for entry in self._queue if not entry[1].done()]
+        while self._queue and self._in_flight < self._max_in_flight:
+            batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[ItemT, "asyncio.Future[ResultT]"]]) -> None:
+        try:
+            if self._observe_batch is not None:
+                self._observe_batch(len(batch))
+            try:
+                results = await self._run_batch([item for item, _ in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} items answered {len(results)} results")
+            except BaseException as exc:  # every caller learns the batch failed, then it propagates
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue  # the caller went away (cancelled); its item was still processed
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+        finally:
+            self._in_flight -= 1
+            self._schedule()

@@ -1,0 +1,60 @@
+"""The Redis edge on a real Redis: concurrent leases and rate checks share pipelines, and each caller still
+gets the answer it would get alone; an unreachable Redis degrades open at once."""
+
+import asyncio
+import socket
+import time
+import uuid
+
+from payplane.adapters.redis_edge import LeaseState, RedisEdge
+from tests.integration.conftest import Infra
+
+
+async def test_concurrent_leases_each_get_their_own_answer(infra: Infra) -> None:
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    client = f"cli_{uuid.uuid4().hex[:12]}"
+    try:
+        keys = [f"k{i}" for i in range(10)]
+        asks = [edge.lease(client, k, "fp-a") for k in keys]
+        asks += [edge.lease(client, k, "fp-a") for k in keys[:5]]  # the same request again: in flight
+        asks += [edge.lease(client, k, "fp-b") for k in keys[5:]]  # the same key with another body
+        leases = await asyncio.gather(*asks)
+
+        assert [lease.state for lease in leases[:10]] == [LeaseState.ACQUIRED] * 10
+        assert [lease.state for lease in leases[10:15]] == [LeaseState.HELD_SAME_BODY] * 5
+        assert [lease.state for lease in leases[15:]] == [LeaseState.HELD_OTHER_BODY] * 5
+        assert len({lease.token for lease in leases[:10]}) == 10
+
+        await edge.release(leases[0])  # a refusal frees its key at once
+        assert (await edge.lease(client, keys[0], "fp-c")).state is LeaseState.ACQUIRED
+    finally:
+        await edge.close()
+
+
+async def test_concurrent_rate_checks_count_like_sequential_ones(infra: Infra) -> None:
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    try:
+        alone, together = f"cli_{uuid.uuid4().hex[:12]}", f"cli_{uuid.uuid4().hex[:12]}"
+        sequential = [await edge.rate(alone, 1.0, 5) for _ in range(12)]
+        concurrent = await asyncio.gather(*(edge.rate(together, 1.0, 5) for _ in range(12)))
+        assert sum(d.allowed for d in sequential) == sum(d.allowed for d in concurrent) == 6  # burst + 1
+        refused = [d for d in concurrent if not d.allowed]
+        assert all(0 < d.retry_after_s <= 1.0 for d in refused)
+    finally:
+        await edge.close()
+
+
+async def test_an_unreachable_redis_degrades_open_without_waiting() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    edge = RedisEdge(f"redis://127.0.0.1:{port}/0")
+    try:
+        started = time.monotonic()
+        leases = await asyncio.gather(*(edge.lease("cli_x", f"k{i}", "fp") for i in range(5)))
+        rates = await asyncio.gather(*(edge.rate("cli_x", 1.0, 1) for _ in range(5)))
+        assert {lease.state for lease in leases} == {LeaseState.UNAVAILABLE}
+        assert all(d.allowed for d in rates)
+        assert time.monotonic() - started < 2.0
+    finally:
+        await edge.close()

@@ -1,0 +1,95 @@
+"""GroupCommit: concurrent callers share batches, each gets its own answer, failures reach every caller."""
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from payplane.platform.group_commit import GroupCommit
+
+
+class Recorder:
+    def __init__(self, hold: asyncio.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.hold = hold
+
+    async def double(self, items: Sequence[int]) -> list[int | BaseException]:
+        self.batches.append(list(items))
+        if self.hold is not None:
+            await self.hold.wait()
+        return [ValueError(f"odd {i}") if i % 2 else i * 2 for i in items]
+
+
+async def test_callers_of_one_turn_share_a_batch_and_get_their_own_answers() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.double, max_items=100, max_in_flight=1)
+    results = await asyncio.gather(*(commit.submit(i) for i in range(10)), return_exceptions=True)
+    assert recorder.batches == [list(range(10))]
+    for i, result in enumerate(results):
+        if i % 2:
+            assert isinstance(result, ValueError)
+            assert str(result) == f"odd {i}"
+        else:
+            assert result == i * 2
+
+
+async def test_callers_queue_while_every_slot_is_busy_and_batches_respect_max_items() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold)
+    commit = GroupCommit(recorder.double, max_items=3, max_in_flight=1)
+    first = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0.01)  # batch [0] is running and holds the only slot
+    rest = [asyncio.ensure_future(commit.submit(i)) for i in range(2, 16, 2)]
+    await asyncio.sleep(0.01)
+    assert recorder.batches == [[0]]  # the others wait for the slot
+    hold.set()
+    assert await first == 0
+    assert [await f for f in rest] == [i * 2 for i in range(2, 16, 2)]
+    assert recorder.batches == [[0], [2, 4, 6], [8, 10, 12], [14]]
+
+
+async def test_a_failing_batch_fails_each_of_its_callers_and_later_batches_still_run() -> None:
+    calls: list[list[int]] = []
+
+    async def flaky(items: Sequence[int]) -> list[int | BaseException]:
+        calls.append(list(items))
+        if len(calls) == 1:
+            raise ConnectionError("database went away")
+        return list(items)
+
+    commit = GroupCommit(flaky, max_in_flight=1)
+    failed = await asyncio.gather(*(commit.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in failed)
+    assert await commit.submit(7) == 7
+
+
+async def test_a_wrong_number_of_results_fails_the_callers_instead_of_hanging_them() -> None:
+    async def short(items: Sequence[int]) -> list[int | BaseException]:
+        return list(items)[:-1]
+
+    commit = GroupCommit(short)
+    results = await asyncio.wait_for(asyncio.gather(commit.submit(1), commit.submit(2), return_exceptions=True), 1)
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+async def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold)
+    commit = GroupCommit(recorder.double, max_in_flight=1)
+    running = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0.01)
+    gone = asyncio.ensure_future(commit.submit(2))
+    kept = asyncio.ensure_future(commit.submit(4))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    hold.set()
+    assert await running == 0
+    assert await kept == 8
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert recorder.batches == [[0], [4]]
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(Recorder().double, max_items=0)
