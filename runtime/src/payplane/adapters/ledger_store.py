@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import asyncpg
 
-from payplane.adapters.outbox_relay import NOTIFY_SQL
+from payplane.adapters.outbox_relay import NOTIFY_CHANNEL
 from payplane.faults import crash_point
 from payplane.ledger.codec import decode_stored_request, encode_request
 from payplane.ledger.engine import Ledger
@@ -64,15 +64,22 @@ class BatchOutcome:
 
 
 # -- loading -------------------------------------------------------------------------------------
-async def load_ledger(conn: asyncpg.Connection, account_ids: Iterable[str], transfer_ids: Iterable[str]) -> Ledger:
-    """A Ledger holding exactly the accounts, transfers and rejections a batch may consult.
+async def load_ledger(
+    conn: asyncpg.Connection,
+    account_ids: Iterable[str],
+    transfer_ids: Iterable[str],
+    refusal_ids: Iterable[str] | None = None,
+) -> Ledger:
+    """A Ledger holding exactly the accounts, transfers and refusals a batch may consult: the transfers
+    among ``transfer_ids`` and the refusals among ``refusal_ids`` (the same ids when not given).
 
     Transfers load first, so the accounts of the pending transfers a batch posts or voids load too.
     """
     ledger = Ledger()
     ids = sorted(set(transfer_ids))
-    if ids:
-        for row in await conn.fetch(_LOAD_TRANSFERS_AND_REJECTIONS, ids):
+    refused_ids = ids if refusal_ids is None else sorted(set(refusal_ids))
+    if ids or refused_ids:
+        for row in await conn.fetch(_LOAD_TRANSFERS_AND_REJECTIONS, ids, refused_ids):
             if row["result"] is None:
                 ledger.transfers[row["id"]] = _transfer_from_row(row)
             else:
@@ -92,7 +99,7 @@ _LOAD_TRANSFERS_AND_REJECTIONS = """
     from transfers where id = any($1::text[])
     union all
     select id, null, null, null, null, null, null, null, request, result
-    from rejections where id = any($1::text[])"""
+    from rejections where id = any($2::text[])"""
 
 
 def _account_from_row(row: asyncpg.Record) -> Account:
@@ -220,13 +227,12 @@ async def _write_in_transaction(conn: asyncpg.Connection, rows: BatchRows) -> No
             await _check_epoch(conn, rows.partition, rows.epoch)
         if rows.accounts:
             await conn.copy_records_to_table("accounts", records=rows.accounts, columns=_ACCOUNT_COLUMNS)
-        await _write_balances(conn, rows.balances)
+        balances_copied = len(rows.balances) > BALANCES_BY_ARRAYS_MAX
+        if balances_copied:
+            await conn.copy_records_to_table("balance_writes", records=rows.balances)
         if rows.transfers:
             await conn.copy_records_to_table("transfers", records=rows.transfers, columns=_TRANSFER_COLUMNS)
-        await _update_pending_states(conn, rows.pending_states)
-        await _insert_rejections(conn, rows.partition, rows.rejections, rows.now_us)
-        await _insert_outbox(conn, rows.outbox)
-        await _store_offsets(conn, rows.offsets)
+        await _finish_batch(conn, rows, balances_copied=balances_copied)
         crash_point("ledger.before_commit")
 
 
@@ -243,23 +249,20 @@ async def _check_epoch(conn: asyncpg.Connection, partition: int, epoch: int) -> 
 
 
 async def _check_epoch_and_new_ids(conn: asyncpg.Connection, rows: BatchRows) -> None:
-    """The epoch check, and in the same round trip whether an id the batch assumed new was refused
-    before (for what it applied) or applied before (for what it refused). An id applied before and
-    applied again, or refused before and refused again, breaks a primary key instead."""
+    """The epoch check, and in the same round trip whether an id the batch refused was applied before.
+    The other ways a batch that assumed its ids new can be wrong break a primary key instead (an id
+    applied before and applied again; a refusal is loaded with the batch, so it is never refused twice)."""
     row = await conn.fetchrow(
-        """select writer_epoch,
-                  exists(select 1 from rejections where id = any($2::text[]))
-                  or exists(select 1 from transfers where id = any($3::text[])) as seen
+        """select writer_epoch, exists(select 1 from transfers where id = any($2::text[])) as seen
            from ledger_partitions where partition = $1 for share""",
         rows.partition,
-        [t[0] for t in rows.transfers],
         [r[0] for r in rows.rejections],
     )
     current = None if row is None else row["writer_epoch"]
     if current != rows.epoch:
         raise FencedError(rows.partition, rows.epoch, current)
     if row is not None and row["seen"]:
-        raise DuplicateIdError(f"partition {rows.partition}: a transfer id of the batch was seen before")
+        raise DuplicateIdError(f"partition {rows.partition}: an id the batch refused was applied before")
 
 
 _ACCOUNT_COLUMNS = (
@@ -290,45 +293,6 @@ _BALANCE_WRITES_TABLE = """create temp table if not exists balance_writes (
 ) on commit delete rows"""
 
 
-async def _write_balances(conn: asyncpg.Connection, balances: list[tuple[str, int, int, int, int]]) -> None:
-    """The engine's balances, in one binary COPY into a per-session scratch table and one UPDATE joined to
-    it (array parameters cost the client far more per value than COPY does).
-
-    Row locks: the UPDATE locks each account row it writes. Only the partition's current writer ever
-    writes its accounts, and writers of one partition are serialised by the epoch row each batch holds
-    (``_check_epoch``), so no two transactions ever wait on each other for account rows: there is no
-    lock order to get wrong and no deadlock is possible."""
-    if not balances:
-        return
-    if len(balances) <= BALANCES_BY_ARRAYS_MAX:
-        await _write_few_balances(conn, balances)
-        return
-    await conn.copy_records_to_table("balance_writes", records=balances)
-    await conn.execute(
-        """update accounts a set debits_pending_minor = v.debits_pending_minor,
-                                 debits_posted_minor = v.debits_posted_minor,
-                                 credits_pending_minor = v.credits_pending_minor,
-                                 credits_posted_minor = v.credits_posted_minor
-           from balance_writes v where a.id = v.id"""
-    )
-
-
-# A small batch's balances go as array parameters in one statement: the scratch table's COPY and its
-# truncation at commit cost about a millisecond per transaction, which only a large batch amortises.
-BALANCES_BY_ARRAYS_MAX = 200
-
-
-async def _write_few_balances(conn: asyncpg.Connection, balances: list[tuple[str, int, int, int, int]]) -> None:
-    await conn.execute(
-        """update accounts a set debits_pending_minor = v.dpe, debits_posted_minor = v.dpo,
-                                 credits_pending_minor = v.cpe, credits_posted_minor = v.cpo
-           from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                as v(id, dpe, dpo, cpe, cpo)
-           where a.id = v.id""",
-        *(list(column) for column in zip(*balances, strict=True)),
-    )
-
-
 _TRANSFER_COLUMNS = (
     "id", "partition", "mode", "kind", "debit_account_id", "credit_account_id", "amount_minor", "currency",
     "pending_id", "timeout_s", "expires_at_us", "pending_state", "request", "payment_ref", "applied_at_us",
@@ -356,57 +320,64 @@ def _transfer_record(t: Transfer, partition: int) -> tuple[object, ...]:
     )
 
 
-async def _update_pending_states(conn: asyncpg.Connection, states: list[tuple[str, str | None]]) -> None:
-    if not states:
-        return
+# Everything after the bulk rows, in ONE statement (data-modifying CTEs): each round trip costs the batch
+# in flight the time the writer's event loop takes to get back to it while deciding the next batch.
+# Balances come from the session's scratch table (a large batch's, by binary COPY: array parameters cost
+# the client far more per value) or from array parameters $1-$5 (a small batch's: the scratch table's COPY
+# and its truncation at commit cost about a millisecond, which only a large batch amortises).
+FINISH_BATCH = """
+with balances as (
+    update accounts a set debits_pending_minor = v.dpe, debits_posted_minor = v.dpo,
+                          credits_pending_minor = v.cpe, credits_posted_minor = v.cpo
+    from (select * from balance_writes
+          union all
+          select * from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+         ) as v(id, dpe, dpo, cpe, cpo)
+    where a.id = v.id),
+pending as (
+    update transfers t set pending_state = v.state
+    from unnest($6::text[], $7::text[]) as v(id, state) where t.id = v.id),
+refused as (
+    insert into rejections (id, partition, result, request, rejected_at_us)
+    select v.id, $8, v.result, v.request, $9
+    from unnest($10::text[], $11::text[], $12::text[]) as v(id, result, request)),
+published as (
+    insert into outbox (partition, topic, kafka_partition, message_key, payload, packed)
+    select * from unnest($13::int[], $14::text[], $15::int[], $16::bytea[], $17::bytea[], $18::bool[])),
+consumed as (
+    insert into consumed_offsets (topic, kafka_partition, next_offset)
+    select * from unnest($19::text[], $20::int[], $21::bigint[])
+    on conflict (topic, kafka_partition) do update set next_offset = excluded.next_offset)
+select case when cardinality($14::text[]) > 0 then pg_notify($22::text, '') end"""
+BALANCES_BY_ARRAYS_MAX = 200
+
+
+async def _finish_batch(conn: asyncpg.Connection, rows: BatchRows, *, balances_copied: bool) -> None:
+    """Balances, resolved holds, refusals, outbox rows (with the NOTIFY that wakes the relay when, and only
+    if, the transaction commits) and the consumed offsets.
+
+    Row locks: the balance UPDATE locks each account row it writes. Only the partition's current writer
+    ever writes its accounts, and writers of one partition are serialised by the epoch row each batch
+    holds (``_check_epoch``), so no two transactions ever wait on each other for account rows: there is
+    no lock order to get wrong and no deadlock is possible."""
     await conn.execute(
-        """update transfers t set pending_state = v.state
-           from unnest($1::text[], $2::text[]) as v(id, state) where t.id = v.id""",
-        [transfer_id for transfer_id, _ in states],
-        [state for _, state in states],
+        FINISH_BATCH,
+        *_columns([] if balances_copied else rows.balances, 5),
+        *_columns(rows.pending_states, 2),
+        rows.partition,
+        rows.now_us,
+        *_columns(rows.rejections, 3),
+        *_columns(rows.outbox, 6),
+        *_columns(rows.offsets, 3),
+        NOTIFY_CHANNEL,
     )
 
 
-async def _insert_rejections(
-    conn: asyncpg.Connection, partition: int, rejections: list[tuple[str, str, str]], now_us: int
-) -> None:
-    if not rejections:
-        return
-    await conn.execute(
-        """insert into rejections (id, partition, result, request, rejected_at_us)
-           select v.id, $2, v.result, v.request, $3
-           from unnest($1::text[], $4::text[], $5::text[]) as v(id, result, request)""",
-        [transfer_id for transfer_id, _, _ in rejections],
-        partition,
-        now_us,
-        [result for _, result, _ in rejections],
-        [request for _, _, request in rejections],
-    )
-
-
-async def _insert_outbox(conn: asyncpg.Connection, records: list[tuple[object, ...]]) -> None:
-    """Outbox rows, plus a NOTIFY that wakes the relay when (and only if) this transaction commits."""
+def _columns(records: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """Rows as one list per column (array parameters for ``unnest``)."""
     if not records:
-        return
-    await conn.copy_records_to_table(
-        "outbox",
-        records=records,
-        columns=("partition", "topic", "kafka_partition", "message_key", "payload", "packed"),
-    )
-    await conn.execute(NOTIFY_SQL)
-
-
-async def _store_offsets(conn: asyncpg.Connection, offsets: list[tuple[str, int, int]]) -> None:
-    if not offsets:
-        return
-    await conn.execute(
-        """insert into consumed_offsets (topic, kafka_partition, next_offset)
-           select * from unnest($1::text[], $2::int[], $3::bigint[])
-           on conflict (topic, kafka_partition) do update set next_offset = excluded.next_offset""",
-        [topic for topic, _, _ in offsets],
-        [kafka_partition for _, kafka_partition, _ in offsets],
-        [offset for _, _, offset in offsets],
-    )
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*records, strict=True)]
 
 
 # -- ownership and positions ---------------------------------------------------------------------

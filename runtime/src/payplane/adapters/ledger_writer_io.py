@@ -76,9 +76,9 @@ class PostgresLedgerStore:
         async with self._connection() as conn:
             return await ledger_store.consumed_positions(conn, topic, partitions)
 
-    async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger:
+    async def load(self, account_ids: set[str], transfer_ids: set[str], refusal_ids: set[str] | None = None) -> Ledger:
         async with self._connection("read") as conn:
-            return await ledger_store.load_ledger(conn, account_ids, transfer_ids)
+            return await ledger_store.load_ledger(conn, account_ids, transfer_ids, refusal_ids)
 
     async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]:
         async with self._connection("read") as conn:

@@ -125,7 +125,11 @@ class _IgnoreObserver:
 class LedgerStore(Protocol):
     async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]: ...
     async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]: ...
-    async def load(self, account_ids: set[str], transfer_ids: set[str]) -> Ledger: ...
+    async def load(self, account_ids: set[str], transfer_ids: set[str], refusal_ids: set[str] | None = None) -> Ledger:
+        """The accounts, the transfers among ``transfer_ids`` and the refusals among ``refusal_ids`` (the
+        same ids when None) that the database holds."""
+        ...
+
     async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]: ...
     def prepare(self, batch: PartitionBatch, ledger: Ledger) -> object:
         """Copy the batch's rows out of ``ledger`` now: the writer mutates it again before they commit."""
@@ -262,10 +266,10 @@ class LedgerWriter:
         return len(changes)
 
     async def _load(self, account_ids: set[str], query_ids: set[str], transfer_ids: set[str]) -> Ledger:
-        """The ledger a batch is decided on: the accounts it needs (cached or loaded), the transfers and
-        refusals among ``query_ids`` from the database, and those among ``transfer_ids`` that the batch
-        in flight applied or refused (not committed, so not visible to the query yet)."""
-        ledger = await self.store.load(self.cache.missing(account_ids), query_ids)
+        """The ledger a batch is decided on: the accounts it needs (cached or loaded), the transfers among
+        ``query_ids`` and the refusals among ``transfer_ids`` from the database, and the transfers and
+        refusals among ``transfer_ids`` of the batch in flight (not committed, so not visible yet)."""
+        ledger = await self.store.load(self.cache.missing(account_ids), query_ids, transfer_ids)
         in_flight = self._in_flight
         if in_flight is not None:
             recent = in_flight.ledger
@@ -314,8 +318,9 @@ class LedgerWriter:
                 commands.append(command)
                 record_of[id(command)] = record
         account_ids, transfer_ids = ids_to_load(commands, partition)
-        # Normally a batch's own ids are new: rather than look each up, it is decided as if they were and
-        # the commit checks it (``DuplicateIdError``). Retries and the batches after a failure look them up.
+        # Normally a batch's own ids are new: rather than look each up among the transfers (the largest
+        # table), it is decided as if they were and the commit checks it (``DuplicateIdError``); refusals,
+        # far fewer, are looked up. Retries and the batches after a failure look everything up.
         assume_new = attempts == 1 and self._look_up_batches == 0
         self._look_up_batches = max(0, self._look_up_batches - 1)
         query_ids = pending_ids_of(commands) if assume_new else transfer_ids
