@@ -169,14 +169,14 @@ def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
     touched = sorted(
         {a for c in outcome.changes for t in _transfers_of(c) for a in (t.debit_account_id, t.credit_account_id)}
     )
-    accounts = [ledger.accounts[a] for a in touched]
+    accounts = ledger.accounts
     return BatchRows(
         partition=partition,
         epoch=outcome.epoch,
         accounts=[_account_record(a, partition) for a in outcome.new_accounts],
         balances=[
-            (a.id, a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
-            for a in accounts
+            (a_id, a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
+            for a_id, a in ((a_id, accounts[a_id]) for a_id in touched)
         ],
         transfers=[_transfer_record(c.transfer, partition) for c in outcome.changes if c.transfer is not None],
         pending_states=[
@@ -304,8 +304,8 @@ def _transfer_record(t: Transfer, partition: int) -> tuple[object, ...]:
     return (
         request.id,
         partition,
-        request.mode.value,
-        request.kind.value,
+        request.mode,  # a StrEnum is its value (and a str to asyncpg)
+        request.kind,
         t.debit_account_id,
         t.credit_account_id,
         t.amount_minor,
@@ -313,7 +313,7 @@ def _transfer_record(t: Transfer, partition: int) -> tuple[object, ...]:
         request.pending_id or None,
         request.timeout_s,
         t.expires_at_us,
-        t.pending_state.value if t.pending_state else None,
+        t.pending_state,
         encode_request(request).decode(),
         request.payment_ref,
         t.applied_at_us,

@@ -41,9 +41,11 @@ class AccountCache:
         """After a commit: keep the owned accounts the batch used (they now match the database)."""
         if len(self._accounts) + len(ledger.accounts) > self.max_entries:
             self._accounts.clear()
+        cached = self._accounts
         for account_id, account in ledger.accounts.items():
-            if self.is_owned(account_id):
-                self._accounts[account_id] = account
+            # most are the cached objects already (``fill`` put them there): only new ones need checking
+            if cached.get(account_id) is not account and self.is_owned(account_id):
+                cached[account_id] = account
 
     def clear(self) -> None:
         self._accounts.clear()

@@ -90,6 +90,10 @@ class _BatchContext:
     def is_local(self, account_id: str) -> bool:
         return self.partition_of(account_id) == self.partition
 
+    def is_remote(self, account_id: str) -> bool:
+        """Named and not on this partition (an empty id is left to the engine to refuse)."""
+        return bool(account_id) and self.partition_of(account_id) != self.partition
+
     def outcome(self, transfer_id: str, result: str, payment_ref: str) -> None:
         self.applied.outcomes.append(TransferOutcome(transfer_id, result, self.partition, self.now_us, payment_ref))
 
@@ -133,14 +137,14 @@ def _route_transfer(ctx: _BatchContext, request: TransferRequest) -> None:
         _resolve(ctx, request)
     elif legs.is_generated_leg(request):
         _apply_incoming_leg(ctx, request)
-    elif request.debit_account_id and not ctx.is_local(request.debit_account_id):
+    elif ctx.is_remote(request.debit_account_id):
         owner = ctx.partition_of(request.debit_account_id)
         ctx.applied.misrouted.append(Misrouted(request, f"debit account belongs to partition {owner}"))
-    elif request.credit_account_id and not ctx.is_local(request.credit_account_id):
+    elif ctx.is_remote(request.credit_account_id):
         _apply_first_leg(ctx, request)
     else:
         result = ctx.apply(request)
-        ctx.outcome(request.id, result.value, request.payment_ref)
+        ctx.outcome(request.id, result, request.payment_ref)  # a StrEnum is its value
 
 
 def _apply_first_leg(ctx: _BatchContext, request: TransferRequest) -> None:
@@ -153,7 +157,7 @@ def _apply_first_leg(ctx: _BatchContext, request: TransferRequest) -> None:
         if result is TransferResult.OK:
             _forward_credit_leg(ctx, request.id, first, request.amount_minor or 0)
         return
-    ctx.outcome(request.id, result.value, request.payment_ref)
+    ctx.outcome(request.id, result, request.payment_ref)  # a StrEnum is its value
 
 
 def _resolve(ctx: _BatchContext, request: TransferRequest) -> None:
@@ -166,7 +170,7 @@ def _resolve(ctx: _BatchContext, request: TransferRequest) -> None:
             posted = ctx.ledger.transfers[request.id].amount_minor
             _forward_credit_leg(ctx, request.id, pending.request, posted)
         return
-    ctx.outcome(request.id, result.value, request.payment_ref)
+    ctx.outcome(request.id, result, request.payment_ref)  # a StrEnum is its value
 
 
 def _forward_credit_leg(ctx: _BatchContext, resolved_id: str, first: TransferRequest, amount_minor: int) -> None:

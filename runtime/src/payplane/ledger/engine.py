@@ -110,8 +110,8 @@ class Ledger:
             return refused
         transfer = Transfer(
             request=request,
-            debit_account_id=debit.id,
-            credit_account_id=credit.id,
+            debit_account_id=request.debit_account_id,  # the accounts' ids: they were found by them
+            credit_account_id=request.credit_account_id,
             amount_minor=amount_minor,
             currency=request.currency,
             applied_at_us=now_us,
