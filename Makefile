@@ -85,7 +85,7 @@ bench: bench-ledger bench-operator bench-payments ## every benchmark (figures an
 
 .PHONY: bench-ledger
 bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000/2000, uniform and hot account, relay, per-transfer baseline
-	$(BIN)/python -m tests.bench.ledger_bench --transfers 50000 --patterns uniform hot \
+	$(BIN)/python -m tests.bench.ledger_bench --transfers 50000 --patterns uniform hot --history 1000000 \
 	  --batches 1 100 1000 2000 --modes writer relay set-based per-transfer
 
 .PHONY: bench-payments
