@@ -109,6 +109,31 @@ with input as (
 )
 select array(select id from claimed), (select pg_notify('{NOTIFY_CHANNEL}', '') from event limit 1)
 """
+# The writes of one batch of ledger outcomes (PaymentsStore.apply_outcomes), one round trip.
+WRITE_OUTCOMES_SQL: Final = f"""
+with ops as (
+    update ledger_ops o set result = u.result, resolved_at_us = u.at
+    from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, result, at)
+    where o.transfer_id = u.id
+), refunds as (
+    update refunds r set status = u.status, failure_code = u.failure_code
+    from unnest($4::text[], $5::text[], $6::text[]) as u(id, status, failure_code)
+    where r.id = u.id
+), payments as (
+    update payments p set status = u.status, captured_minor = u.captured, refunded_minor = u.refunded,
+        refund_pending_minor = u.refund_pending, failure_code = u.failure_code,
+        pending_action = u.pending_action, updated_at_us = u.at
+    from unnest($7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::text[],
+                $14::bigint[]) as u(id, status, captured, refunded, refund_pending, failure_code, pending_action, at)
+    where p.id = u.id
+), events as (
+    insert into outbox (topic, kafka_partition, message_key, payload)
+    select u.topic, null, u.message_key, u.payload
+    from unnest($15::text[], $16::bytea[], $17::bytea[]) as u(topic, message_key, payload)
+    returning 1
+)
+select (select pg_notify('{NOTIFY_CHANNEL}', '') from events limit 1)
+"""
 STORED_RESPONSES_SQL: Final = """
 select k.client_id, k.key, k.fingerprint, k.response
 from idempotency_keys k join unnest($1::text[], $2::text[]) as wanted(client_id, key) using (client_id, key)
@@ -683,61 +708,33 @@ class PaymentsStore:
         return batch.changes
 
     async def _write_outcome_batch(self, conn: Conn, batch: "_OutcomeBatch") -> None:
+        """Everything the batch changed, in one statement (one round trip): operations, refunds and
+        payments updated from arrays, payment events inserted into the outbox, NOTIFY if there are any."""
+        if not (batch.dirty_ops or batch.refunds or batch.dirty_payments or batch.events):
+            return
         ops = [batch.ops[t] for t in sorted(batch.dirty_ops)]
-        if ops:
-            await conn.execute(
-                """update ledger_ops o set result = u.result, resolved_at_us = u.at
-                   from unnest($1::text[], $2::text[], $3::bigint[]) as u(id, result, at)
-                   where o.transfer_id = u.id""",
-                [r["transfer_id"] for r in ops],
-                [r["result"] for r in ops],
-                [r["resolved_at_us"] for r in ops],
-            )
-        if batch.refunds:
-            ids = sorted(batch.refunds)
-            await conn.execute(
-                """update refunds r set status = u.status, failure_code = u.failure_code
-                   from unnest($1::text[], $2::text[], $3::text[]) as u(id, status, failure_code)
-                   where r.id = u.id""",
-                ids,
-                [batch.refunds[i][0] for i in ids],
-                [batch.refunds[i][1] for i in ids],
-            )
+        refund_ids = sorted(batch.refunds)
         payments = [batch.payments[p] for p in sorted(batch.dirty_payments)]
-        if payments:
-            await conn.execute(
-                """update payments p set status = u.status, captured_minor = u.captured,
-                       refunded_minor = u.refunded, refund_pending_minor = u.refund_pending,
-                       failure_code = u.failure_code, pending_action = u.pending_action, updated_at_us = u.at
-                   from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[],
-                               $7::text[], $8::bigint[])
-                        as u(id, status, captured, refunded, refund_pending, failure_code, pending_action, at)
-                   where p.id = u.id""",
-                *zip(
-                    *(
-                        (
-                            r["id"],
-                            r["status"],
-                            r["captured_minor"],
-                            r["refunded_minor"],
-                            r["refund_pending_minor"],
-                            r["failure_code"],
-                            r["pending_action"],
-                            r["updated_at_us"],
-                        )
-                        for r in payments
-                    ),
-                    strict=True,
-                ),
-            )
-        if batch.events:
-            await conn.execute(
-                """insert into outbox (topic, kafka_partition, message_key, payload)
-                   select u.topic, null, u.message_key, u.payload
-                   from unnest($1::text[], $2::bytea[], $3::bytea[]) as u(topic, message_key, payload)""",
-                *zip(*batch.events, strict=True),
-            )
-            await conn.execute(NOTIFY_SQL)
+        await conn.execute(
+            WRITE_OUTCOMES_SQL,
+            [r["transfer_id"] for r in ops],
+            [r["result"] for r in ops],
+            [r["resolved_at_us"] for r in ops],
+            refund_ids,
+            [batch.refunds[i][0] for i in refund_ids],
+            [batch.refunds[i][1] for i in refund_ids],
+            [r["id"] for r in payments],
+            [r["status"] for r in payments],
+            [r["captured_minor"] for r in payments],
+            [r["refunded_minor"] for r in payments],
+            [r["refund_pending_minor"] for r in payments],
+            [r["failure_code"] for r in payments],
+            [r["pending_action"] for r in payments],
+            [r["updated_at_us"] for r in payments],
+            [e[0] for e in batch.events],
+            [e[1] for e in batch.events],
+            [e[2] for e in batch.events],
+        )
 
 
 def payment_event(row: dict[str, Any], topic: str) -> tuple[str, bytes, bytes]:
