@@ -228,12 +228,16 @@ def cpu_snapshot(rail: Rail) -> CpuSnapshot:
         snapshot.setdefault(name.rsplit("-", 1)[0], {})[pid] = _cpu_s(pid)
     own = resource.getrusage(resource.RUSAGE_SELF)
     snapshot["load-generator"] = {os.getpid(): own.ru_utime + own.ru_stime}
-    databases = {rail.payments_dsn.rsplit("/", 1)[1], rail.ledger_dsn.rsplit("/", 1)[1]}
-    shared: CpuSnapshot = {"postgres (the rail's backends)": {}, "kafka (shared broker)": {}, "redis (shared)": {}}
+    databases = {
+        rail.payments_dsn.rsplit("/", 1)[1]: "postgres (payments database)",
+        rail.ledger_dsn.rsplit("/", 1)[1]: "postgres (ledger database)",
+    }
+    shared: CpuSnapshot = {what: {} for what in databases.values()}
+    shared |= {"kafka (shared broker)": {}, "redis (shared)": {}}
     for pid, cmdline in _processes().items():
         words = cmdline.split()
         if len(words) > 2 and words[0] == "postgres:" and words[2] in databases:
-            shared["postgres (the rail's backends)"][pid] = _cpu_s(pid)
+            shared[databases[words[2]]][pid] = _cpu_s(pid)
         elif "java" in cmdline and f"{rail.infra_state_dir}/kafka/" in cmdline:
             shared["kafka (shared broker)"][pid] = _cpu_s(pid)
         elif words and words[0].endswith("redis-server") and rail.redis_address in cmdline:
