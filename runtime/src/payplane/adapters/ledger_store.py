@@ -33,9 +33,10 @@ MIGRATIONS_PACKAGE = "payplane.ledger.migrations"
 
 
 class FencedError(Exception):
-    """Another writer took over the partition (its epoch is newer); this writer must stop."""
+    """Another writer took over the partition (its epoch is newer): this writer must let it go."""
 
     def __init__(self, partition: int, my_epoch: int, current_epoch: int | None) -> None:
+        self.partition = partition
         super().__init__(
             f"partition {partition}: writer epoch {my_epoch} is stale (current {current_epoch}); not committing"
         )
@@ -393,6 +394,29 @@ async def claim_partitions(conn: asyncpg.Connection, partitions: Sequence[int], 
         writer_id,
     )
     return {r["partition"]: r["writer_epoch"] for r in rows}
+
+
+async def heartbeat(conn: asyncpg.Connection, writer_id: str, partitions: str, lease_s: float) -> list[str]:
+    """Renew ``writer_id``'s membership among the writers configured for ``partitions`` and return those
+    whose lease is current (rows gone stale for an hour are swept). The statement's snapshot may not
+    show this very heartbeat yet."""
+    rows = await conn.fetch(
+        """with beat as (
+               insert into ledger_writers (writer_id, partitions, heartbeat_at) values ($1, $2, now())
+               on conflict (writer_id) do update set partitions = $2, heartbeat_at = now()),
+           swept as (delete from ledger_writers where heartbeat_at < now() - interval '1 hour')
+           select writer_id from ledger_writers
+           where partitions = $2 and heartbeat_at > now() - make_interval(secs => $3)""",
+        writer_id,
+        partitions,
+        lease_s,
+    )
+    return [r["writer_id"] for r in rows]
+
+
+async def leave(conn: asyncpg.Connection, writer_id: str) -> None:
+    """End ``writer_id``'s membership at once (a clean stop), so the others need not wait for its lease."""
+    await conn.execute("delete from ledger_writers where writer_id = $1", writer_id)
 
 
 async def consumed_positions(conn: asyncpg.Connection, topic: str, partitions: Sequence[int]) -> dict[int, int]:

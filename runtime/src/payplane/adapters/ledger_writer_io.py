@@ -52,7 +52,7 @@ class PostgresLedgerStore:
     def __init__(self, dsn: str, topics: RailTopics) -> None:
         self.dsn = dsn
         self.topics = topics
-        self._conns: dict[str, asyncpg.Connection | None] = {"read": None, "write": None}
+        self._conns: dict[str, asyncpg.Connection | None] = {"read": None, "write": None, "membership": None}
 
     @asynccontextmanager
     async def _connection(self, role: str = "write") -> AsyncIterator[asyncpg.Connection]:
@@ -71,6 +71,16 @@ class PostgresLedgerStore:
     async def claim(self, partitions: list[int], writer_id: str) -> dict[int, int]:
         async with self._connection() as conn:
             return await ledger_store.claim_partitions(conn, partitions, writer_id)
+
+    async def heartbeat(self, writer_id: str, partitions: str, lease_s: float) -> list[str]:
+        """Renew this writer's membership; the live writers configured for the same ``partitions`` (own
+        connection: it runs beside the batches)."""
+        async with self._connection("membership") as conn:
+            return await ledger_store.heartbeat(conn, writer_id, partitions, lease_s)
+
+    async def leave(self, writer_id: str) -> None:
+        async with self._connection("membership") as conn:
+            await ledger_store.leave(conn, writer_id)
 
     async def positions(self, topic: str, partitions: list[int]) -> dict[int, int]:
         async with self._connection() as conn:
@@ -131,7 +141,7 @@ class PostgresLedgerStore:
         for conn in self._conns.values():
             if conn is not None:
                 await conn.close()
-        self._conns = {"read": None, "write": None}
+        self._conns = {"read": None, "write": None, "membership": None}
 
 
 class KafkaCommandLog:
@@ -154,6 +164,11 @@ class KafkaCommandLog:
         await self.consumer.start()
         await self.producer.start()
         self.consumer.assign([TopicPartition(self.topic, p) for p in self.partitions])
+
+    async def assign(self, partitions: list[int]) -> None:
+        """Read exactly ``partitions`` from now on (their positions are set by ``seek``)."""
+        self.partitions = partitions
+        self.consumer.assign([TopicPartition(self.topic, p) for p in partitions])
 
     async def seek(self, positions: dict[int, int]) -> None:
         for partition, offset in positions.items():

@@ -70,6 +70,7 @@ class CommandRecord(NamedTuple):
 class CommandLog(Protocol):
     """The commands topic, read from explicit positions (the database's, never the broker's)."""
 
+    async def assign(self, partitions: list[int]) -> None: ...
     async def seek(self, positions: dict[int, int]) -> None: ...
     async def fetch(self, max_records: int, timeout_ms: int) -> list[CommandRecord]: ...
     async def dead_letter(self, record: CommandRecord, reason: str, attempts: int) -> None: ...
@@ -202,13 +203,33 @@ class LedgerWriter:
 
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
-        self.epochs = await self.store.claim(self.partitions, self.writer_id)
+        self.epochs = await self.store.claim(self.partitions, self.writer_id) if self.partitions else {}
         await self.commands.seek(await self.store.positions(self.topic, self.partitions))
+
+    async def reassign(self, partitions: list[int]) -> None:
+        """Own exactly ``partitions`` from now on: commit the batch in flight, claim the partitions new to
+        this writer (fencing their previous owner), let go of the others, and resume every owned
+        partition from the positions in the database. Raises ``FencedError`` if the batch in flight was
+        fenced (call again without that partition)."""
+        await self.drain()
+        wanted = sorted(partitions)
+        added = [p for p in wanted if p not in self.epochs]
+        self.cache.clear()  # accounts of a partition let go and claimed back later would be stale
+        self.epochs = {p: epoch for p, epoch in self.epochs.items() if p in wanted}
+        self.partitions = wanted
+        if added:
+            self.epochs.update(await self.store.claim(added, self.writer_id))
+        await self.commands.assign(wanted)
+        await self.commands.seek(await self.store.positions(self.topic, wanted))
+        log.info("writer %s owns partitions %s (epochs %s)", self.writer_id, wanted, self.epochs)
 
     async def run_once(self) -> int:
         """Fetch one batch and decide it (committing the previous one meanwhile); returns the number of
         records consumed. A batch that is not full (the writer has caught up) is committed before
         returning; a full one stays in flight while the next is fetched and decided."""
+        if not self.partitions:  # more writers than partitions: this one stands by
+            await asyncio.sleep(FETCH_TIMEOUT_MS / 1000)
+            return 0
         try:
             records = await self.commands.fetch(self.batch_records_max, FETCH_TIMEOUT_MS)
         except TransientError as exc:

@@ -6,7 +6,12 @@ Environment: PAYPLANE_LEDGER_DSN, KAFKA_BOOTSTRAP, PAYPLANE_RAIL, PAYPLANE_LEDGE
 PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000), PAYPLANE_METRICS_PORT (serve
 /metrics at this port; 0 or unset: off) on PAYPLANE_BIND_ADDRESS (default 127.0.0.1; a Deployment sets
 the pod's IP).
-SIGTERM stops it after the batch in flight; SIGKILL loses nothing (offsets live in the database).
+PAYPLANE_LEDGER_PARTITIONS are the shard's partitions; when the shard runs several writers they share
+them (``payplane.ledger.assignment``): each heartbeats in the shard database every
+PAYPLANE_WRITER_HEARTBEAT_S (default 1) and owns its round-robin share of the partitions among the
+writers whose heartbeat is younger than PAYPLANE_WRITER_LEASE_S (default 10).
+SIGTERM stops it after the batch in flight and hands its partitions over at once; SIGKILL loses nothing
+(offsets live in the database) and its partitions move to the others when its lease expires.
 """
 
 import argparse
@@ -24,7 +29,8 @@ from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE, FencedError
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
-from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter
+from payplane.ledger.assignment import owned_partitions
+from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter, TransientError
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane.services.entry import ConfigError, serve_from_env
 from payplane_contracts.topics import RailTopics
@@ -36,6 +42,8 @@ CONSUMER_ROLE = "ledger-writer"
 # long-lived account cache: about a tenth of the writer's CPU (`make bench-ledger`). Nothing the writer
 # allocates per transfer forms cycles, so collecting far less often costs no memory to speak of.
 GC_GEN0_THRESHOLD = 50_000
+HEARTBEAT_S = 1.0
+LEASE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class WriterConfig:
     batch_records_max: int
     metrics_port: int  # 0: no /metrics endpoint
     bind_address: str = "127.0.0.1"
+    heartbeat_s: float = HEARTBEAT_S
+    lease_s: float = LEASE_S
 
 
 def parse_partitions(text: str) -> list[int]:
@@ -85,7 +95,34 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
         batch_records_max=int(env.get("PAYPLANE_LEDGER_BATCH_RECORDS_MAX", str(BATCH_RECORDS_MAX))),
         metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
         bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
+        heartbeat_s=float(env.get("PAYPLANE_WRITER_HEARTBEAT_S", str(HEARTBEAT_S))),
+        lease_s=float(env.get("PAYPLANE_WRITER_LEASE_S", str(LEASE_S))),
     )
+
+
+class Membership:
+    """This writer's share of the shard's partitions, renewed by a heartbeat in the shard database."""
+
+    def __init__(self, store: PostgresLedgerStore, config: WriterConfig) -> None:
+        self.store = store
+        self.config = config
+        self.share: list[int] = []
+
+    async def beat(self) -> list[str]:
+        group = ",".join(str(p) for p in self.config.partitions)
+        live = await self.store.heartbeat(self.config.writer_id, group, self.config.lease_s)
+        self.share = owned_partitions(self.config.writer_id, live, self.config.partitions)
+        return live
+
+    async def run(self) -> None:
+        """Heartbeat until cancelled; a failed heartbeat keeps the current share and tries again (the
+        database being unreachable stops the batches too, and a lease outlives a few missed beats)."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_s)
+            try:
+                await self.beat()
+            except TransientError as exc:
+                log.warning("writer %s: heartbeat failed: %s", self.config.writer_id, exc)
 
 
 def tune_garbage_collector() -> None:
@@ -106,11 +143,13 @@ async def run(config: WriterConfig) -> int:
     metrics = LedgerWriterMetrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
-    commands = KafkaCommandLog(config.bootstrap, topics, CONSUMER_ROLE, config.partitions)
     store = PostgresLedgerStore(config.dsn, topics)
+    membership = Membership(store, config)
+    live = await membership.beat()
+    commands = KafkaCommandLog(config.bootstrap, topics, CONSUMER_ROLE, membership.share)
     writer = LedgerWriter(
         topic=topics.ledger_commands,
-        partitions=config.partitions,
+        partitions=membership.share,
         writer_id=config.writer_id,
         store=store,
         log_=commands,
@@ -125,21 +164,47 @@ async def run(config: WriterConfig) -> int:
         loop.add_signal_handler(sig, stopping.set)
     await commands.start()
     relay_task = asyncio.create_task(relay.run())
+    heartbeat_task = asyncio.create_task(membership.run())
     try:
         await writer.start()
-        log.info("writer %s owns partitions %s (epochs %s)", config.writer_id, config.partitions, writer.epochs)
+        log.info(
+            "writer %s owns partitions %s of %s (live writers %s)",
+            config.writer_id,
+            writer.partitions,
+            config.partitions,
+            sorted(live),
+        )
         while not stopping.is_set():
-            await writer.run_once()
+            await _follow_membership(writer, membership)
         await writer.drain()  # the batch in flight commits before the writer stops
         return 0
-    except FencedError as exc:
-        log.error("%s", exc)
-        return 3
     finally:
+        heartbeat_task.cancel()
         relay.stop()
         await relay_task
+        await _leave(store, config.writer_id)
         await commands.stop()
         await store.close()
+
+
+async def _follow_membership(writer: LedgerWriter, membership: Membership) -> None:
+    """One round: take the share the membership gives (when it changed), then one batch. A partition
+    another writer has claimed (``FencedError``) is let go of, without stopping the others."""
+    try:
+        if membership.share != writer.partitions:
+            await writer.reassign(membership.share)
+        await writer.run_once()
+    except FencedError as exc:
+        # the fenced batch was the one in flight, so nothing is in flight now and this cannot be fenced
+        log.warning("%s; letting partition %s go", exc, exc.partition)
+        await writer.reassign([p for p in writer.partitions if p != exc.partition])
+
+
+async def _leave(store: PostgresLedgerStore, writer_id: str) -> None:
+    try:
+        await store.leave(writer_id)
+    except TransientError as exc:
+        log.warning("writer %s could not leave the membership (its lease will expire): %s", writer_id, exc)
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
