@@ -111,6 +111,18 @@ class LedgerWriterMetrics:
 REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+class LedgerRelayMetrics:
+    """``payplane ledger-relay``: the shard outbox's age (the relay's only signal; what it publishes shows
+    up downstream as outcomes applied)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.outbox = OutboxAge(self.registry, "ledger")
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+
 class GatewayMetrics:
     """Requests by route template, method and status; latency per route; idempotent replays."""
 

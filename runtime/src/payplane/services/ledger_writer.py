@@ -6,6 +6,9 @@ Environment: PAYPLANE_LEDGER_DSN, KAFKA_BOOTSTRAP, PAYPLANE_RAIL, PAYPLANE_LEDGE
 PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000), PAYPLANE_METRICS_PORT (serve
 /metrics at this port; 0 or unset: off) on PAYPLANE_BIND_ADDRESS (default 127.0.0.1; a Deployment sets
 the pod's IP).
+PAYPLANE_LEDGER_RELAY: ``in-process`` (default: this process also publishes the shard's outbox) or
+``separate`` (``payplane ledger-relay`` does, beside it: the operator's pods), PAYPLANE_LEDGER_SHARD (names
+the outbox in event ids; default: the database's name).
 PAYPLANE_LEDGER_PARTITIONS are the shard's partitions; when the shard runs several writers they share
 them (``payplane.ledger.assignment``): each heartbeats in the shard database every
 PAYPLANE_WRITER_HEARTBEAT_S (default 1) and owns its round-robin share of the partitions among the
@@ -33,6 +36,7 @@ from payplane.ledger.assignment import owned_partitions
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter, TransientError
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane.services.entry import ConfigError, serve_from_env
+from payplane.services.ledger_relay import outbox_source, shard_name
 from payplane_contracts.topics import RailTopics
 
 log = logging.getLogger("payplane.ledger_writer")
@@ -44,6 +48,8 @@ CONSUMER_ROLE = "ledger-writer"
 GC_GEN0_THRESHOLD = 50_000
 HEARTBEAT_S = 1.0
 LEASE_S = 10.0
+RELAY_IN_PROCESS = "in-process"
+RELAY_SEPARATE = "separate"
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class WriterConfig:
     bind_address: str = "127.0.0.1"
     heartbeat_s: float = HEARTBEAT_S
     lease_s: float = LEASE_S
+    relay_in_process: bool = True
+    shard: str = ""
 
 
 def parse_partitions(text: str) -> list[int]:
@@ -85,6 +93,11 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
     count = int(env.get("PAYPLANE_LEDGER_PARTITION_COUNT", str(max(partitions) + 1)))
     if max(partitions) >= count:
         raise ConfigError(f"partition {max(partitions)} is outside the rail's {count} partitions")
+    relay_mode = env.get("PAYPLANE_LEDGER_RELAY", RELAY_IN_PROCESS)
+    if relay_mode not in (RELAY_IN_PROCESS, RELAY_SEPARATE):
+        raise ConfigError(
+            f"PAYPLANE_LEDGER_RELAY must be {RELAY_IN_PROCESS!r} or {RELAY_SEPARATE!r}, got {relay_mode!r}"
+        )
     return WriterConfig(
         dsn=env["PAYPLANE_LEDGER_DSN"],
         bootstrap=env["KAFKA_BOOTSTRAP"],
@@ -97,6 +110,8 @@ def config_from_env(env: dict[str, str]) -> WriterConfig:
         bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
         heartbeat_s=float(env.get("PAYPLANE_WRITER_HEARTBEAT_S", str(HEARTBEAT_S))),
         lease_s=float(env.get("PAYPLANE_WRITER_LEASE_S", str(LEASE_S))),
+        relay_in_process=relay_mode == RELAY_IN_PROCESS,
+        shard=shard_name(env),
     )
 
 
@@ -157,13 +172,15 @@ async def run(config: WriterConfig) -> int:
         batch_records_max=config.batch_records_max,
         observer=metrics,
     )
-    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-shard", observer=metrics.outbox)
+    relay = OutboxRelay(
+        config.dsn, config.bootstrap, source=outbox_source(config.rail, config.shard), observer=metrics.outbox
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await commands.start()
-    relay_task = asyncio.create_task(relay.run())
+    relay_task = asyncio.create_task(relay.run() if config.relay_in_process else _nothing())
     heartbeat_task = asyncio.create_task(membership.run())
     try:
         await writer.start()
@@ -198,6 +215,10 @@ async def _follow_membership(writer: LedgerWriter, membership: Membership) -> No
         # the fenced batch was the one in flight, so nothing is in flight now and this cannot be fenced
         log.warning("%s; letting partition %s go", exc, exc.partition)
         await writer.reassign([p for p in writer.partitions if p != exc.partition])
+
+
+async def _nothing() -> None:
+    """The relay task when another process relays the outbox."""
 
 
 async def _leave(store: PostgresLedgerStore, writer_id: str) -> None:
