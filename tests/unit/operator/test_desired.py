@@ -4,6 +4,7 @@ from typing import Any
 
 from payplane.services import gateway as gateway_service
 from payplane.services import payment_worker as worker_service
+from payplane.services.ledger_relay import config_from_env as relay_config_from_env
 from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
 from payplane_contracts.identity import WorkloadRole, local_gid, parse_workload_id
 from payplane_contracts.topics import RailTopics
@@ -241,6 +242,31 @@ def test_the_shard_writer_environment_is_what_the_ledger_writer_reads() -> None:
     assert deployment["metadata"]["ownerReferences"][0]["kind"] == "LedgerShard"
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    assert writer.relay_in_process is False  # the pod's second container relays the outbox
+    assert writer.shard == "card-eur-b"
+
+
+def test_the_shard_pods_relay_container_is_what_the_ledger_relay_reads() -> None:
+    shard = parse_shard(body("LedgerShard", "card-eur-b", shard_spec(first=4, last=7)))
+    deployment = next(
+        m for m in shard_children(shard, RAIL, kafka_bootstrap="kafka:9092").apply if m["kind"] == "Deployment"
+    )
+    writer_container, relay_container = deployment["spec"]["template"]["spec"]["containers"]
+    assert relay_container["args"] == ["ledger-relay"]
+    env = {
+        e["name"]: e["value"] if "value" in e else f"<from {next(iter(e['valueFrom']))}>"
+        for e in relay_container["env"]
+    }
+    relay = relay_config_from_env(env)
+    assert (relay.rail, relay.shard, relay.bootstrap) == ("card-eur", "card-eur-b", "kafka:9092")
+    assert relay.metrics_port != int(_env_value(writer_container, "PAYPLANE_METRICS_PORT"))  # one pod, two servers
+    dsn = next(e for e in relay_container["env"] if e["name"] == "PAYPLANE_LEDGER_DSN")
+    assert dsn["valueFrom"] == {"secretKeyRef": {"name": "card-eur-db", "key": "dsn"}}
+    assert relay_container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _env_value(container: dict[str, Any], name: str) -> str:
+    return str(next(e["value"] for e in container["env"] if e["name"] == name))
 
 
 def test_topics_are_the_contract_names_with_ledger_partitions_for_commands() -> None:

@@ -30,6 +30,7 @@ from payplane_operator.resources import Manifest, ObjectRef
 GATEWAY_CONTAINER_PORT: Final = 8080
 WORKER_GRPC_PORT: Final = 50051
 METRICS_PORT: Final = 9090
+RELAY_METRICS_PORT: Final = 9091  # the writer pods' second container, `payplane ledger-relay`
 CONFIG_MOUNT: Final = "/etc/payplane"
 POLICY_KEY: Final = "fraud-policy.json"
 WORKLOAD_API_MOUNT: Final = "/spiffe-workload-api"
@@ -73,6 +74,7 @@ class _Workload:
     rolling: dict[str, Any]
     readiness: dict[str, Any] | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
+    sidecars: list[dict[str, Any]] = field(default_factory=list)  # further containers of the pod
 
     @property
     def name(self) -> str:
@@ -102,6 +104,14 @@ def _service_account(workload: _Workload) -> Manifest:
     }
 
 
+CONTAINER_SECURITY: Final = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
 def _pod_spec(workload: _Workload) -> dict[str, Any]:
     mounts = [{"name": "spiffe-workload-api", "mountPath": WORKLOAD_API_MOUNT, "readOnly": True}]
     volumes: list[dict[str, Any]] = [
@@ -125,12 +135,7 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
         "ports": [*workload.ports, {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
         "resources": RESOURCES,
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": CONTAINER_SECURITY,
     }
     if workload.readiness is not None:
         container["readinessProbe"] = {**workload.readiness, "periodSeconds": READINESS_PERIOD_S}
@@ -138,7 +143,7 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
         "serviceAccountName": workload.name,
         "automountServiceAccountToken": False,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-        "containers": [container],
+        "containers": [container, *workload.sidecars],
         "volumes": volumes,
     }
     if workload.node_selector:
@@ -391,16 +396,21 @@ def shard_children(
     startup (idempotent, forward-only), so no migration Job is needed.
     """
     spec = shard.spec
-    env: list[dict[str, Any]] = [
+    outbox_env: list[dict[str, Any]] = [
         {"name": "PAYPLANE_RAIL", "value": rail.meta.name},
-        {"name": "PAYPLANE_LEDGER_PARTITIONS", "value": f"{spec.first_partition}-{spec.last_partition}"},
-        {"name": "PAYPLANE_LEDGER_PARTITION_COUNT", "value": str(rail.spec.ledger_partitions)},
+        {"name": "PAYPLANE_LEDGER_SHARD", "value": shard.meta.name},
         {"name": "KAFKA_BOOTSTRAP", "value": kafka_bootstrap},
-        {"name": "PAYPLANE_WRITER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {
             "name": "PAYPLANE_LEDGER_DSN",
             "valueFrom": {"secretKeyRef": {"name": spec.database_secret, "key": spec.database_secret_key}},
         },
+    ]
+    env: list[dict[str, Any]] = [
+        *outbox_env,
+        {"name": "PAYPLANE_LEDGER_PARTITIONS", "value": f"{spec.first_partition}-{spec.last_partition}"},
+        {"name": "PAYPLANE_LEDGER_PARTITION_COUNT", "value": str(rail.spec.ledger_partitions)},
+        {"name": "PAYPLANE_WRITER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "PAYPLANE_LEDGER_RELAY", "value": "separate"},
     ]
     writer = _Workload(
         role=WorkloadRole.LEDGER_WRITER,
@@ -421,5 +431,26 @@ def shard_children(
         # one writer per partition at a time: never surge, replace one by one (fencing covers the overlap)
         rolling={"maxUnavailable": 1, "maxSurge": 0},
         node_selector=node_selector or {},
+        sidecars=[_relay_container(rail, outbox_env)],
     )
     return _scaled_children(writer)
+
+
+def _relay_container(rail: PaymentRail, outbox_env: list[dict[str, Any]]) -> dict[str, Any]:
+    """`payplane ledger-relay` beside the writer: publishes the shard's outbox in a process of its own, so
+    the writer's one Python thread only decides and commits (the writer runs with
+    PAYPLANE_LEDGER_RELAY=separate). It needs no SPIFFE identity: it talks only to PostgreSQL and Kafka."""
+    return {
+        "name": "ledger-relay",
+        "image": rail.spec.image,
+        "imagePullPolicy": rail.spec.pull_policy.value,
+        "args": ["ledger-relay"],
+        "env": [
+            {"name": "PAYPLANE_BIND_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "PAYPLANE_METRICS_PORT", "value": str(RELAY_METRICS_PORT)},
+            *outbox_env,
+        ],
+        "ports": [{"name": "relay-metrics", "containerPort": RELAY_METRICS_PORT, "protocol": "TCP"}],
+        "resources": RESOURCES,
+        "securityContext": CONTAINER_SECURITY,
+    }
