@@ -140,7 +140,7 @@ from idempotency_keys k join unnest($1::text[], $2::text[]) as wanted(client_id,
 where k.expires_at > now()
 """
 CREATE_BATCH_MAX: Final = 256  # payments per statement
-CREATE_BATCHES_IN_FLIGHT: Final = 2  # statements running at once; more callers wait and join the next batch
+CREATE_BATCHES_IN_FLIGHT: Final = 1  # statements running at once; more callers wait and join the next batch
 
 
 def _row(record: asyncpg.Record | None) -> dict[str, Any]:
