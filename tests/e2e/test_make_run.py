@@ -168,12 +168,16 @@ def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: P
         assert ready["Ready"] == "True", (name, status["conditions"])
         assert ipaddress.IPv4Address(status["podIP"]) in POD_CIDR
         addresses.add(status["podIP"])
-        (container,) = status["containerStatuses"]
-        pid = _pid(container)
-        # the process runs as its pod's SPIFFE identity: the gid the operator's local SPIRE entry selects
-        assert _effective_gid(pid) == pod_gid(pod, platform.endpoints["PAYPLANE_SPIRE_TRUST_DOMAIN"])
-        log = platform.pods_dir / f"{platform.namespace}_{name}_{pod['metadata']['uid']}" / f"{container['name']}.log"
-        assert log.exists(), log
+        containers = {c["name"] for c in status["containerStatuses"]}
+        role = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        # a writer pod also runs the shard's outbox relay, as a process of its own
+        assert containers == ({role, "ledger-relay"} if role == "ledger-writer" else {role}), (name, containers)
+        for container in status["containerStatuses"]:
+            pid = _pid(container)
+            # the process runs as its pod's SPIFFE identity: the gid the operator's local SPIRE entry selects
+            assert _effective_gid(pid) == pod_gid(pod, platform.endpoints["PAYPLANE_SPIRE_TRUST_DOMAIN"])
+            pod_dir = platform.pods_dir / f"{platform.namespace}_{name}_{pod['metadata']['uid']}"
+            assert (pod_dir / f"{container['name']}.log").exists(), (pod_dir, container["name"])
     assert len(addresses) == len(pods), "every pod has an address of its own"
     gateway_ip = next(p["status"]["podIP"] for p in pods if "gateway" in p["metadata"]["name"])
     with urllib.request.urlopen(f"http://{gateway_ip}:9090/metrics", timeout=5) as response:
@@ -238,7 +242,9 @@ def test_balances_are_read_from_the_shard_databases_the_operator_gave_the_worker
 
 
 def test_a_restarted_kubelet_reaps_the_old_processes_and_runs_the_pods_again(platform: Platform) -> None:
-    before = {p["metadata"]["uid"]: _pid(p["status"]["containerStatuses"][0]) for p in platform.pods()}
+    before = {
+        (p["metadata"]["uid"], c["name"]): _pid(c) for p in platform.pods() for c in p["status"]["containerStatuses"]
+    }
     kubelet_pid = platform.kubelet.recorded_pid()
     assert kubelet_pid is not None
     os.kill(kubelet_pid, signal.SIGKILL)  # no chance to stop its pods: they become orphans
@@ -252,10 +258,11 @@ def test_a_restarted_kubelet_reaps_the_old_processes_and_runs_the_pods_again(pla
         time.sleep(0.2)
     assert not [pid for pid in before.values() if Path(f"/proc/{pid}").exists()], "orphans were not reaped"
     for pod in _wait_all_ready(platform, "after the kubelet restart"):
-        (container,) = pod["status"]["containerStatuses"]
-        if pod["metadata"]["uid"] in before:
-            assert _pid(container) != before[pod["metadata"]["uid"]]
-            assert container["restartCount"] >= 1, container
+        for container in pod["status"]["containerStatuses"]:
+            key = (pod["metadata"]["uid"], container["name"])
+            if key in before:
+                assert _pid(container) != before[key]
+                assert container["restartCount"] >= 1, container
 
 
 def test_a_replaced_worker_is_found_by_the_gateway(platform: Platform) -> None:
