@@ -299,6 +299,7 @@ def worker_env(
         {"name": "PAYPLANE_AMOUNT_MIN_MINOR", "value": str(spec.min_amount_minor)},
         {"name": "PAYPLANE_AMOUNT_MAX_MINOR", "value": str(spec.max_amount_minor)},
         *ledger_dsns_env(ledger_databases or {}),
+        {"name": "PAYPLANE_FRAUD_POLICY_FILE", "value": f"{CONFIG_MOUNT}/{POLICY_KEY}"},
     ]
 
 

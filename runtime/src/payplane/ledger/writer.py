@@ -190,6 +190,7 @@ class LedgerWriter:
         self.store = store
         self.commands = log_
         self.epochs: dict[int, int] = {}
+        self.committed_offsets: dict[int, int] = {}  # next offset to consume per partition, as committed
         self.applied_records = 0  # committed
         self.batch_records_max = batch_records_max
         self.partition_of = partition_of
@@ -204,7 +205,9 @@ class LedgerWriter:
     async def start(self) -> None:
         """Claim the partitions (fencing any previous owner) and resume from the database's positions."""
         self.epochs = await self.store.claim(self.partitions, self.writer_id) if self.partitions else {}
-        await self.commands.seek(await self.store.positions(self.topic, self.partitions))
+        positions = await self.store.positions(self.topic, self.partitions)
+        self.committed_offsets = dict(positions)
+        await self.commands.seek(positions)
 
     async def reassign(self, partitions: list[int]) -> None:
         """Own exactly ``partitions`` from now on: commit the batch in flight, claim the partitions new to
@@ -220,7 +223,9 @@ class LedgerWriter:
         if added:
             self.epochs.update(await self.store.claim(added, self.writer_id))
         await self.commands.assign(wanted)
-        await self.commands.seek(await self.store.positions(self.topic, wanted))
+        positions = await self.store.positions(self.topic, wanted)
+        self.committed_offsets = dict(positions)
+        await self.commands.seek(positions)
         log.info("writer %s owns partitions %s (epochs %s)", self.writer_id, wanted, self.epochs)
 
     async def run_once(self) -> int:
@@ -408,10 +413,21 @@ class LedgerWriter:
         crash_point("ledger.after_commit")
         self.applied_records += len(records)
         next_offset = records[-1].offset + 1
+        self.committed_offsets[partition] = next_offset
         self.observer.batch_applied(partition, len(records), results, max(0.0, (_now_us() - now_us) / 1e6), next_offset)
         end_offset = self.commands.end_offset(partition)
         if end_offset is not None:
             self.observer.consumer_lag(partition, max(0, end_offset - next_offset))
+
+    def lag(self) -> dict[int, int]:
+        """Per partition: commands in the log not yet committed (the end the consumer last saw minus the
+        committed offset). Partitions whose end is not known yet are left out."""
+        lags = {}
+        for partition, committed in self.committed_offsets.items():
+            end_offset = self.commands.end_offset(partition)
+            if end_offset is not None:
+                lags[partition] = max(0, end_offset - committed)
+        return lags
 
     async def _settle(self) -> None:
         """Wait for the batch in flight to commit. A transient failure becomes ``_PreviousBatchFailedError``

@@ -33,6 +33,8 @@ class PaymentFacts:
     amount_minor: int
     currency: str
     payer_account_id: str
+    country: str = ""  # not carried by payments yet: rules on it never match
+    card_bin: str = ""  # likewise
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,49 @@
 """Prometheus metrics of payplane's processes (names follow ``payplane_<component>_<what>_<unit>``)."""
 
+import json
+import threading
 import time
 from collections import Counter as CountOf
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from socketserver import ThreadingMixIn
+from typing import Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app, start_http_server
+
+StatusSource = Callable[[], Mapping[str, Any]]
+STATUS_PATH = "/status"
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def serve_metrics_and_status(registry: CollectorRegistry, port: int, address: str, status: StatusSource) -> None:
+    """``/metrics`` (Prometheus) and ``GET /status`` (``status()`` as JSON: what the operator reads into
+    the custom resources' status) on one port, from a daemon thread. ``status`` runs on that thread: it
+    must only read immutable snapshots."""
+    metrics_app = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != STATUS_PATH:
+            return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            start_response("405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Length", "0")])
+            return [b""]
+        body = json.dumps(status(), sort_keys=True).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        start_response("200 OK", headers)
+        return [body]
+
+    server = make_server(address, port, app, _ThreadingServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+
 
 BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
@@ -83,6 +121,7 @@ class LedgerWriterMetrics:
             registry=self.registry,
         )
         self.outbox = OutboxAge(self.registry, "ledger")
+        self.lag_by_partition: dict[int, int] = {}  # the values of consumer_lag_records, for /status
 
     def batch_applied(
         self, partition: int, records: int, results: CountOf[str], seconds: float, next_offset: int
@@ -99,13 +138,26 @@ class LedgerWriterMetrics:
 
     def consumer_lag(self, partition: int, records: int) -> None:
         self.consumer_lag_records.labels(str(partition)).set(records)
+        self.lag_by_partition = {**self.lag_by_partition, partition: records}  # replaced, never mutated
+
+    def owned(self, partitions: Sequence[int]) -> None:
+        """Forget the lag of partitions this writer no longer owns (another writer of the shard reports it)."""
+        gone = [p for p in self.lag_by_partition if p not in partitions]
+        if gone:
+            self.lag_by_partition = {p: n for p, n in self.lag_by_partition.items() if p in partitions}
+            for partition in gone:
+                self.consumer_lag_records.remove(str(partition))
 
     def batch_redecided(self, partition: int) -> None:
         self.batches_redecided.labels(str(partition)).inc()
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> None:
-        """Expose /metrics on ``address`` (the pod's IP in a Deployment: PAYPLANE_BIND_ADDRESS)."""
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1", status: StatusSource | None = None) -> None:
+        """Expose /metrics (and /status, if given) on ``address`` (the pod's IP in a Deployment:
+        PAYPLANE_BIND_ADDRESS)."""
+        if status is None:
+            start_http_server(port, addr=address, registry=self.registry)
+        else:
+            serve_metrics_and_status(self.registry, port, address, status)
 
 
 REQUEST_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -185,9 +237,40 @@ class PaymentWorkerMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=self.registry,
         )
+        self.fraud_policy_info = Gauge(
+            "payplane_fraud_policy_info",
+            "The FraudPolicy version this worker evaluates payments with (1; no series when none is delivered)",
+            ["policy", "version", "mode"],
+            registry=self.registry,
+        )
+        self.fraud_policy_load_failures = Counter(
+            "payplane_fraud_policy_load_failures_total",
+            "Delivered FraudPolicy files that could not be read or parsed (the last valid version stays)",
+            registry=self.registry,
+        )
+        self.fraud_decisions = Counter(
+            "payplane_fraud_decisions_total",
+            "Payments evaluated, by the verdict acted on and (in Shadow mode) the verdict the policy would have given",
+            ["mode", "verdict", "shadow_verdict"],
+            registry=self.registry,
+        )
 
     def create_batch(self, size: int) -> None:
         self.create_batch_size.observe(size)
+
+    def policy_loaded(self, name: str, version: str, mode: str) -> None:
+        self.fraud_policy_info.clear()
+        self.fraud_policy_info.labels(name, version, mode).set(1)
+
+    def policy_removed(self) -> None:
+        self.fraud_policy_info.clear()
+
+    def policy_load_failed(self) -> None:
+        self.fraud_policy_load_failures.inc()
+
+    def evaluated(self, evaluation: "EvaluationLike", mode: str) -> None:
+        shadow = evaluation.shadow_verdict.value if evaluation.shadow_verdict is not None else ""
+        self.fraud_decisions.labels(mode, evaluation.verdict.value, shadow).inc()
 
     def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
         for change in changes:
@@ -195,8 +278,23 @@ class PaymentWorkerMetrics:
             if change.old_status == "processing":
                 self.settle_seconds.observe(max(0, change.changed_at_us - change.created_at_us) / 1e6)
 
-    def serve(self, port: int, address: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=address, registry=self.registry)
+    def serve(self, port: int, address: str = "127.0.0.1", status: StatusSource | None = None) -> None:
+        if status is None:
+            start_http_server(port, addr=address, registry=self.registry)
+        else:
+            serve_metrics_and_status(self.registry, port, address, status)
+
+
+class _StrValue(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+class EvaluationLike(Protocol):
+    @property
+    def verdict(self) -> _StrValue: ...
+    @property
+    def shadow_verdict(self) -> _StrValue | None: ...
 
 
 class StatusChangeLike(Protocol):

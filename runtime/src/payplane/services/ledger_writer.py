@@ -4,7 +4,7 @@ applies commands, relays outcomes) configured from the environment, as the opera
 Environment: PAYPLANE_LEDGER_DSN, KAFKA_BOOTSTRAP, PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITIONS (e.g.
 ``0-3`` or ``0,2``), PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_WRITER_ID (default host-pid),
 PAYPLANE_LEDGER_BATCH_RECORDS_MAX (records per batch, default 2000), PAYPLANE_METRICS_PORT (serve
-/metrics at this port; 0 or unset: off) on PAYPLANE_BIND_ADDRESS (default 127.0.0.1; a Deployment sets
+/metrics and GET /status at this port; 0 or unset: off) on PAYPLANE_BIND_ADDRESS (default 127.0.0.1; a Deployment sets
 the pod's IP).
 PAYPLANE_LEDGER_RELAY: ``in-process`` (default: this process also publishes the shard's outbox) or
 ``separate`` (``payplane ledger-relay`` does, beside it: the operator's pods), PAYPLANE_LEDGER_SHARD (names
@@ -19,12 +19,14 @@ SIGTERM stops it after the batch in flight and hands its partitions over at once
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
 from dataclasses import dataclass
+from typing import Any, Final
 
 import asyncpg
 
@@ -50,6 +52,9 @@ HEARTBEAT_S = 1.0
 LEASE_S = 10.0
 RELAY_IN_PROCESS = "in-process"
 RELAY_SEPARATE = "separate"
+# The lag is also reported after every commit; this refresh keeps it true while no batch commits (a
+# writer stuck on its database falls behind visibly).
+LAG_REFRESH_S: Final = 1.0
 
 
 @dataclass(frozen=True)
@@ -156,8 +161,6 @@ async def run(config: WriterConfig) -> int:
     finally:
         await conn.close()
     metrics = LedgerWriterMetrics()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port, config.bind_address)
     store = PostgresLedgerStore(config.dsn, topics)
     membership = Membership(store, config)
     live = await membership.beat()
@@ -175,6 +178,8 @@ async def run(config: WriterConfig) -> int:
     relay = OutboxRelay(
         config.dsn, config.bootstrap, source=outbox_source(config.rail, config.shard), observer=metrics.outbox
     )
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.bind_address, status=lambda: writer_status(config, writer, metrics))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -182,8 +187,10 @@ async def run(config: WriterConfig) -> int:
     await commands.start()
     relay_task = asyncio.create_task(relay.run() if config.relay_in_process else _nothing())
     heartbeat_task = asyncio.create_task(membership.run())
+    lag_task: asyncio.Task[None] | None = None
     try:
         await writer.start()
+        lag_task = asyncio.create_task(_refresh_lag(writer, metrics, stopping))
         log.info(
             "writer %s owns partitions %s of %s (live writers %s)",
             config.writer_id,
@@ -197,6 +204,9 @@ async def run(config: WriterConfig) -> int:
         return 0
     finally:
         heartbeat_task.cancel()
+        stopping.set()
+        if lag_task is not None:
+            await lag_task
         relay.stop()
         await relay_task
         await _leave(store, config.writer_id)
@@ -226,6 +236,30 @@ async def _leave(store: PostgresLedgerStore, writer_id: str) -> None:
         await store.leave(writer_id)
     except TransientError as exc:
         log.warning("writer %s could not leave the membership (its lease will expire): %s", writer_id, exc)
+
+
+async def _refresh_lag(writer: LedgerWriter, metrics: LedgerWriterMetrics, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        metrics.owned(writer.partitions)  # partitions handed to another writer are no longer reported here
+        for partition, records in writer.lag().items():
+            metrics.consumer_lag(partition, records)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), LAG_REFRESH_S)
+
+
+def writer_status(config: WriterConfig, writer: LedgerWriter, metrics: LedgerWriterMetrics) -> dict[str, Any]:
+    """``GET /status`` on the metrics port: the shard's partitions, the share this writer owns now, and
+    its lag on each (the values of ``payplane_ledger_consumer_lag_records``; a partition without a value
+    yet is left out). Read on the metrics thread: only lists and dicts that are replaced, never changed."""
+    owned, lag = writer.partitions, metrics.lag_by_partition
+    return {
+        "role": "ledger-writer",
+        "rail": config.rail,
+        "writerId": config.writer_id,
+        "partitions": config.partitions,
+        "owned": owned,
+        "lagRecords": {str(p): lag[p] for p in sorted(lag) if p in owned},
+    }
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -9,7 +9,9 @@ PAYPLANE_LEDGER_DSNS (the rail's shard databases, read for balances: one per lin
 on a single line), PAYPLANE_IDEMPOTENCY_RETENTION_S (default 86400), PAYPLANE_AMOUNT_MIN_MINOR /
 PAYPLANE_AMOUNT_MAX_MINOR (the rail's amount limits: outside them a payment is refused with 400
 ``amount_too_small`` / ``amount_too_large``), PAYPLANE_REVIEW_AT_MINOR (the default fraud policy's review
-threshold), PAYPLANE_METRICS_PORT (serve /metrics; 0 or unset: off), PAYPLANE_BIND_ADDRESS
+threshold), PAYPLANE_FRAUD_POLICY_FILE (the FraudPolicy the operator delivers, ``fraud-policy.json``;
+watched and reloaded while serving; unset or absent: the default policy only), PAYPLANE_METRICS_PORT
+(serve /metrics and GET /status; 0 or unset: off), PAYPLANE_BIND_ADDRESS
 (the address gRPC and metrics listen on, default 127.0.0.1; a Deployment sets the pod's IP),
 SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
 """
@@ -24,6 +26,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -49,6 +52,7 @@ from payplane.adapters.payments_store import (
     is_transient,
     replay_or_refuse,
 )
+from payplane.adapters.policy_file import PolicyFile
 from payplane.adapters.postgres_migrations import migrate
 from payplane.adapters.redis_edge import LeaseState, RedisEdge
 from payplane.adapters.svid import SvidSource
@@ -95,8 +99,9 @@ class WorkerConfig:
     amount_min_minor: int = 1
     amount_max_minor: int = AMOUNT_MAX_MINOR
     review_at_minor: int = 0
-    metrics_port: int = 0  # serve /metrics at this port (0: off)
+    metrics_port: int = 0  # serve /metrics and /status at this port (0: off)
     bind_address: str = "127.0.0.1"
+    fraud_policy_file: str = ""  # the delivered FraudPolicy document ("": none)
 
 
 def config_from_env(env: dict[str, str]) -> WorkerConfig:
@@ -120,6 +125,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             review_at_minor=int(env.get("PAYPLANE_REVIEW_AT_MINOR", "0")),
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
             bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
+            fraud_policy_file=env.get("PAYPLANE_FRAUD_POLICY_FILE", ""),
         )
         AmountLimits(config.amount_min_minor, config.amount_max_minor)  # refuses min > max at start
     except ValueError as exc:
@@ -596,7 +602,9 @@ async def run(config: WorkerConfig) -> int:
         for d in config.ledger_dsns
     ]
     redis = RedisEdge(config.redis_url) if config.redis_url else None
-    policy = ReviewThresholdPolicy(config.review_at_minor)
+    base = ReviewThresholdPolicy(config.review_at_minor)
+    policy = PolicyFile(Path(config.fraud_policy_file) if config.fraud_policy_file else None, base, metrics)
+    policy.check()  # the delivered version is in effect before the first request
     source = SvidSource()
     service = PaymentService(
         store,
@@ -617,7 +625,7 @@ async def run(config: WorkerConfig) -> int:
     port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
     relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments", observer=metrics.outbox)
     if config.metrics_port:
-        metrics.serve(config.metrics_port, config.bind_address)
+        metrics.serve(config.metrics_port, config.bind_address, status=lambda: worker_status(config, policy))
     results = LedgerResultsConsumer(config.bootstrap, topics, store, observer=metrics)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -630,6 +638,7 @@ async def run(config: WorkerConfig) -> int:
         asyncio.create_task(relay.run()),
         asyncio.create_task(results.run()),
         asyncio.create_task(_cleanup_loop(store, stopping)),
+        asyncio.create_task(policy.watch(stopping)),
     ]
     failed = _stop_when_a_task_dies(tasks, stopping)
     print(f"LISTENING {port}", flush=True)
@@ -649,6 +658,12 @@ async def run(config: WorkerConfig) -> int:
             await pool.close()
         await store.close()
         source.close()
+
+
+def worker_status(config: WorkerConfig, policy: PolicyFile) -> dict[str, Any]:
+    """``GET /status`` on the metrics port: the rail and the FraudPolicy version in effect (the operator
+    reads it into the FraudPolicy's status)."""
+    return {"role": "payment-worker", "rail": config.rail, **policy.state.to_dict()}
 
 
 def _stop_when_a_task_dies(tasks: list[asyncio.Task[None]], stopping: asyncio.Event) -> list[BaseException]:
