@@ -197,8 +197,35 @@ class FakeKube:
     def put(self, obj: dict[str, Any]) -> None:
         self.objects[ObjectRef.of(obj)] = copy.deepcopy(obj)
 
+    async def get_body(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored version of ``obj`` (with the status the reconciler wrote)."""
+        found = await self.get(ObjectRef.of(obj))
+        assert found is not None, f"{ObjectRef.of(obj)} is not stored"
+        return found
+
     def of_kind(self, kind: str) -> list[dict[str, Any]]:
         return [o for r, o in self.objects.items() if r.kind == kind]
+
+    async def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        wanted = dict(pair.split("=", 1) for pair in label_selector.split(",") if pair)
+        return [
+            copy.deepcopy(o)
+            for r, o in self.objects.items()
+            if (r.api_version, r.kind, r.namespace) == (api_version, kind, namespace)
+            and wanted.items() <= (o["metadata"].get("labels") or {}).items()
+        ]
+
+
+class FakeWorkloadStatus:
+    """What each pod IP answers on GET /status (absent: no answer)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, dict[str, Any]] = {}
+        self.reads: list[tuple[str, int]] = []
+
+    async def read(self, address: str, port: int) -> Mapping[str, Any] | None:
+        self.reads.append((address, port))
+        return self.answers.get(address)
 
 
 class FakeKafka:

@@ -25,3 +25,13 @@ MS_PER_S: Final = 1000
 # Kubernetes Event and status message sizes.
 CONDITION_MESSAGE_CHARS_MAX: Final = 2048
 EVENT_MESSAGE_CHARS_MAX: Final = 1024
+
+# Reading the workloads' own status (GET /status on their metrics port): a bound per pod, and how many
+# pods are asked at once (over every reconcile).
+WORKLOAD_STATUS_TIMEOUT_S: Final = 2.0
+WORKLOAD_STATUS_PARALLEL_MAX: Final = 16
+WORKLOAD_PODS_MAX: Final = 200  # per object in status (the rest are counted, not listed)
+
+# After a rail delivers a new FraudPolicy version, the policy re-reads its workers' versions after each of
+# these delays (the drift timer covers slower kubelets).
+POLICY_ROLLOUT_CHECKS_S: Final = (2.0, 4.0, 8.0, 16.0, 32.0)

@@ -7,7 +7,8 @@
   the TokenRequest API in a kubeconfig): a rail with two shards becomes Ready, and deleting it removes its
   children and SPIRE entries, with no RBAC denial in the operator's log.
 - The same credentials are refused what the role rightly leaves out (deleting a Namespace, reading a
-  Secret outside the watched namespace, listing Secrets, deleting a Deployment, granting RBAC, ...).
+  Secret outside the watched namespace, listing Secrets, reading a Pod or its log, deleting a Deployment,
+  granting RBAC, ...).
 """
 
 import base64
@@ -406,11 +407,14 @@ def test_the_service_account_is_refused_what_the_role_leaves_out(
     core, apps, rbac = client.CoreV1Api(sa_api), client.AppsV1Api(sa_api), client.RbacAuthorizationV1Api(sa_api)
     try:
         assert core.read_namespaced_secret("named-by-a-spec", watched).data["dsn"], "get of a named Secret is granted"
+        assert core.list_namespaced_pod(watched).items is not None, "list of Pods (to read their /status) is granted"
         refused = {
             "delete a Namespace": lambda: core.delete_namespace(watched),
             "read a Secret outside the watched namespace": lambda: core.read_namespaced_secret("elsewhere", release_ns),
             "list Secrets": lambda: core.list_namespaced_secret(watched),
-            "list Pods": lambda: core.list_namespaced_pod(watched),
+            "list Pods outside the watched namespace": lambda: core.list_namespaced_pod(release_ns),
+            "read a Pod (only listing by label is granted)": lambda: core.read_namespaced_pod("anything", watched),
+            "read a Pod's log": lambda: core.read_namespaced_pod_log("anything", watched),
             "delete a Deployment": lambda: apps.delete_namespaced_deployment("anything", watched),
             "create a ClusterRoleBinding": lambda: rbac.create_cluster_role_binding(
                 client.V1ClusterRoleBinding(

@@ -18,6 +18,7 @@ class ConditionType(StrEnum):
     POLICY_VALID = "PolicyValid"  # (policy) the rules can be evaluated; (rail) the referenced policy is usable
     SECRETS_READY = "SecretsReady"  # (rail) the Secrets it names exist and hold their keys
     DATABASE_SECRET_READY = "DatabaseSecretReady"  # noqa: S105 (shard) its database Secret exists and holds the key
+    WORKERS_IN_SYNC = "WorkersInSync"  # (policy) every running payment worker of its rails runs the active version
 
 
 class Reason(StrEnum):
@@ -33,10 +34,15 @@ class Reason(StrEnum):
     VALID = "Valid"
     NO_POLICY = "NoPolicyReferenced"
     SECRETS_FOUND = "SecretsFound"
+    WORKERS_IN_SYNC = "AllWorkersInSync"
+    NO_WORKERS = "NoWorkers"
     # waiting (not a failure: the next event or the drift timer will re-check)
     RECONCILING = "Reconciling"
     PROGRESSING = "Progressing"
     NOT_READY = "DependenciesNotReady"
+    WORKERS_OUT_OF_SYNC = "WorkersOutOfSync"  # a rollout in progress, or a worker that could not load it
+    WORKERS_UNREACHABLE = "WorkersUnreachable"  # status Unknown: a started worker did not answer
+    NOT_DELIVERED = "NoValidVersion"
     # failures
     INVALID_SPEC = "InvalidSpec"
     KUBERNETES_ERROR = "KubernetesError"

@@ -36,6 +36,7 @@ RESOURCES: Final[Mapping[tuple[str, str], Resource]] = {
     ("v1", "ConfigMap"): Resource("configmaps"),
     ("v1", "Service"): Resource("services"),
     ("v1", "Secret"): Resource("secrets"),
+    ("v1", "Pod"): Resource("pods"),
     ("v1", "Event"): Resource("events"),
     ("v1", "Namespace"): Resource("namespaces", namespaced=False),
     ("apps/v1", "Deployment"): Resource("deployments"),

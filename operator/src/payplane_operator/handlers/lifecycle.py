@@ -11,6 +11,7 @@ from payplane_operator.clients.kafka_admin import KafkaAdmin
 from payplane_operator.clients.kubernetes import KubeClient, load_credentials
 from payplane_operator.clients.metrics import OperatorMetrics
 from payplane_operator.clients.spire import SpireEntries
+from payplane_operator.clients.workload_status import WorkloadStatusClient
 from payplane_operator.errors import ConfigError
 from payplane_operator.handlers.boundary import controller_of
 from payplane_operator.limits import (
@@ -18,6 +19,8 @@ from payplane_operator.limits import (
     WATCH_CONNECT_TIMEOUT_S,
     WATCH_INACTIVITY_TIMEOUT_S,
     WATCH_SERVER_TIMEOUT_S,
+    WORKLOAD_STATUS_PARALLEL_MAX,
+    WORKLOAD_STATUS_TIMEOUT_S,
 )
 from payplane_operator.reconcile.controller import EVENT_COMPONENT, Controller, Indexes
 from payplane_operator.reconcile.ports import Deps
@@ -32,8 +35,10 @@ class Clients:
     kube: KubeClient
     kafka: KafkaAdmin
     spire: SpireEntries
+    workload_status: WorkloadStatusClient
 
     async def close(self) -> None:
+        await self.workload_status.close()
         await self.kafka.close()
         await self.spire.close()
         await self.kube.close()
@@ -68,7 +73,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         raise kopf.PermanentError(str(error)) from error
     configure(settings, config)
     clients = Clients(
-        kube=await KubeClient.connect(config.kube), kafka=KafkaAdmin(config.kafka), spire=SpireEntries(config.spire)
+        kube=await KubeClient.connect(config.kube),
+        kafka=KafkaAdmin(config.kafka),
+        spire=SpireEntries(config.spire),
+        workload_status=WorkloadStatusClient(WORKLOAD_STATUS_TIMEOUT_S, WORKLOAD_STATUS_PARALLEL_MAX),
     )
     indexes = Indexes(
         rails=kwargs["rails"],
@@ -80,7 +88,14 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     metrics = OperatorMetrics()
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port, config.metrics_address)
-    deps = Deps(kube=clients.kube, kafka=clients.kafka, spire=clients.spire, config=config, metrics=metrics)
+    deps = Deps(
+        kube=clients.kube,
+        kafka=clients.kafka,
+        spire=clients.spire,
+        config=config,
+        metrics=metrics,
+        workload_status=clients.workload_status,
+    )
     controller = Controller(deps, indexes)
     controller.start()
     memo.controller = controller

@@ -7,6 +7,8 @@ its rail; a rail → its shards; a policy → the rails that use it; a Deploymen
 started by a wake-up wake nobody, so two objects can never wake each other forever.
 """
 
+import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 from payplane_operator.api.v1alpha1 import API_VERSION, Kind, parse_meta
 from payplane_operator.desired.coverage import ShardRange
-from payplane_operator.limits import LIVENESS_STALE_INTERVALS, POKE_DEBOUNCE_S, POKE_WORKERS
+from payplane_operator.limits import LIVENESS_STALE_INTERVALS, POKE_DEBOUNCE_S, POKE_WORKERS, POLICY_ROLLOUT_CHECKS_S
 from payplane_operator.reconcile import rail as rail_rec
 from payplane_operator.reconcile import shard as shard_rec
 from payplane_operator.reconcile.outcome import EventType, Note, Outcome
@@ -92,11 +94,18 @@ class Controller:
         self._tracker = ChildTracker()
         self._pokes: Pokes[Wake] = Pokes(self._woken, workers=POKE_WORKERS, debounce_s=POKE_DEBOUNCE_S)
         self.last_reconcile_s = time.monotonic()
+        self._rollouts: dict[NsName, asyncio.Task[None]] = {}
 
     def start(self) -> None:
         self._pokes.start()
 
     async def stop(self) -> None:
+        rollouts, self._rollouts = list(self._rollouts.values()), {}
+        for task in rollouts:
+            task.cancel()
+        for task in rollouts:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._pokes.stop()
 
     # --- what the handlers call -------------------------------------------------------------------------
@@ -110,6 +119,9 @@ class Controller:
             outcome = await rail_rec.reconcile_rail(body, self._rail_context(body), self.deps, self._tracker)
             await self._post(body, outcome.notes)
             self._record(Kind.PAYMENT_RAIL, namespace, name, outcome, started)
+            delivered = outcome.status.get("fraudPolicy")
+            if delivered and delivered != (body.get("status") or {}).get("fraudPolicy"):
+                self._follow_rollout(namespace, str(delivered["name"]))
         if wake_related:
             for shard in _values(self.indexes.shards_by_rail, (namespace, name)):
                 self.poke(Kind.LEDGER_SHARD, namespace, shard.name)
@@ -136,12 +148,30 @@ class Controller:
             if body is None:
                 return NOTHING
             started = time.monotonic()
-            outcome = await reconcile_policy(body, self.deps)
+            rails = _values(self.indexes.rails_by_policy, (namespace, name))
+            outcome = await reconcile_policy(body, self.deps, rails)
             await self._post(body, outcome.notes)
             self._record(Kind.FRAUD_POLICY, namespace, name, outcome, started)
         if wake_related:
             self.wake_policy_users(namespace, name)
         return outcome
+
+    def _follow_rollout(self, namespace: str, policy: str) -> None:
+        """A rail delivered a new version of ``policy``: re-read its workers' versions a few times while
+        they reload it (one schedule per policy; a newer delivery restarts it)."""
+        key = (namespace, policy)
+        previous = self._rollouts.pop(key, None)
+        if previous is not None:
+            previous.cancel()
+
+        async def follow() -> None:
+            for delay_s in POLICY_ROLLOUT_CHECKS_S:
+                await asyncio.sleep(delay_s)
+                self.poke(Kind.FRAUD_POLICY, namespace, policy)
+
+        task = asyncio.create_task(follow())
+        self._rollouts[key] = task
+        task.add_done_callback(lambda done: self._rollouts.pop(key, None) if self._rollouts.get(key) is done else None)
 
     def wake_policy_users(self, namespace: str, policy: str) -> None:
         for rail_name in _values(self.indexes.rails_by_policy, (namespace, policy)):

@@ -18,6 +18,10 @@ class Kube(Protocol):
 
     async def get(self, ref: ObjectRef) -> dict[str, Any] | None: ...
 
+    async def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]: ...
+
     async def delete(self, ref: ObjectRef, *, uid: str = "") -> bool: ...
 
     async def post_event(
@@ -45,6 +49,19 @@ class Spire(Protocol):
     async def update(self, entries: Sequence[EntrySpec]) -> None: ...
 
     async def delete(self, entry_ids: Sequence[str]) -> list[str]: ...
+
+
+class WorkloadStatus(Protocol):
+    async def read(self, address: str, port: int) -> Mapping[str, Any] | None:
+        """What the pod at ``address`` reports on ``GET /status`` (None: unreachable or unreadable)."""
+        ...
+
+
+class NoWorkloadStatus:
+    """Nothing is reachable (unit tests that do not look at pods)."""
+
+    async def read(self, address: str, port: int) -> Mapping[str, Any] | None:
+        return None
 
 
 class Metrics(Protocol):
@@ -76,3 +93,4 @@ class Deps:
     spire: Spire
     config: OperatorConfig
     metrics: Metrics = field(default_factory=NoMetrics)
+    workload_status: WorkloadStatus = field(default_factory=NoWorkloadStatus)

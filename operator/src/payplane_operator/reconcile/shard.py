@@ -1,5 +1,6 @@
 """Reconcile one LedgerShard: its writers' identities always, its writers once its rail exists and the
-shard's partitions lie inside the rail's. The rail's coverage condition is the rail reconcile's job."""
+shard's partitions lie inside the rail's, and the lag its writers report (read on every full pass, so
+at least every drift interval). The rail's coverage condition is the rail reconcile's job."""
 
 import asyncio
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from payplane_operator.desired.workloads import shard_children
 from payplane_operator.errors import InvalidSpecError
 from payplane_operator.reconcile import status as st
 from payplane_operator.reconcile.identities import ensure_entries, remove_entries
+from payplane_operator.reconcile.observed import lag_fields, observe
 from payplane_operator.reconcile.outcome import Note, Outcome, StepResult
 from payplane_operator.reconcile.ports import Deps
 from payplane_operator.reconcile.rail import write_invalid
@@ -92,10 +94,11 @@ async def reconcile_shard(
     else:
         workloads_step = _waiting_for_rail()
     database = SecretKey(shard.spec.database_secret, shard.spec.database_secret_key)
-    workloads, identities, secret = await asyncio.gather(
+    workloads, identities, secret, writers = await asyncio.gather(
         workloads_step,
         ensure_entries(deps.spire, workload_entries(Kind.LEDGER_SHARD, shard.meta, config.spire)),
         check_secrets(deps.kube, shard.meta.namespace, [database], ConditionType.DATABASE_SECRET_READY),
+        observe(deps, shard.meta.namespace, selector_labels(WorkloadRole.LEDGER_WRITER, shard.meta.name)),
     )
     dependencies = [workloads.condition, identities.condition, partitions, secret.condition]
     conditions = [
@@ -112,6 +115,7 @@ async def reconcile_shard(
         "selector": selector,
         "partitionCount": shard.spec.partition_count,
         "identities": identities.details.get("identities", []),
+        **lag_fields(shard.spec.first_partition, shard.spec.last_partition, writers or []),
     }
     written = await st.write_status(deps.kube, body, status, config.field_manager)
     steps = [workloads, identities, secret]
