@@ -56,6 +56,7 @@ class UpOptions:
     node_name: str = DEFAULT_NODE
     topics_deletion_policy: str | None = None  # "Delete": the rail's topics go with it (tests)
     ready_timeout_s: float = READY_TIMEOUT_S
+    operator_drift_interval_s: float | None = None  # the operator's default (60 s) unless set (tests)
 
 
 # --- pure: the example manifests ------------------------------------------------------------------
@@ -334,6 +335,8 @@ def _operator(settings: InfraSettings, endpoints: Mapping[str, str], options: Up
         # the rail's pods go to this run's kubelet only (other kubelets on the machine serve other namespaces)
         "PAYPLANE_WORKLOAD_NODE_SELECTOR": f"kubernetes.io/hostname={options.node_name}",
     }
+    if options.operator_drift_interval_s is not None:
+        env["PAYPLANE_DRIFT_INTERVAL_S"] = str(options.operator_drift_interval_s)
     return ManagedProcess(
         name=f"operator-{options.namespace}",
         argv=[sys.executable, "-m", "payplane_operator"],
