@@ -36,6 +36,7 @@ POLICY_SYNC_BOUND_S = 30.0  # a change → every worker reports it (kubelet 1 s 
 LAG_BOUND_S = 45.0
 POLL_S = 0.5
 BACKLOG_PAYMENTS = 12
+WORKERS = 2  # so that "every worker" means more than one
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,6 +52,12 @@ def platform(settings: InfraSettings) -> Iterator[Platform]:
         operator_drift_interval_s=DRIFT_S,
     )
     with running_platform(settings, options) as platform:
+        scaling = {"replicas": WORKERS, "autoscaling": {"enabled": False}}
+        patch = json.dumps({"spec": {"paymentWorker": {"scaling": scaling}}})
+        platform.kubectl.run(
+            "patch", "paymentrail", platform.rail, "-n", platform.namespace, "--type=merge", "-p", patch
+        )
+        _wait(f"{WORKERS} ready payment workers", lambda: len(_ready(platform, "payment-worker")) == WORKERS, 120)
         yield platform
 
 
@@ -81,6 +88,14 @@ def _running(platform: Platform, component: str) -> list[dict[str, Any]]:
         if p["metadata"]["labels"].get("app.kubernetes.io/component") == component
         and not p["metadata"].get("deletionTimestamp")
         and p["status"].get("phase") == "Running"
+    ]
+
+
+def _ready(platform: Platform, component: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in _running(platform, component)
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
     ]
 
 
@@ -120,7 +135,7 @@ def test_every_worker_reports_the_version_it_runs_and_the_policy_lists_them(plat
     assert policy["status"]["phase"] == "Ready"
     assert policy["status"]["rails"] == [platform.rail]
     workers = _running(platform, "payment-worker")
-    assert len(workers) >= 2  # the example runs two
+    assert len(workers) == WORKERS
     assert set(_worker_versions(platform).values()) == {version}
     for pod in workers:
         metrics = _get(pod, "/metrics").decode()
