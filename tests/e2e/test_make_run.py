@@ -87,7 +87,8 @@ def _run_payments(platform: Platform, count: int) -> DemoLoad:
 
 
 def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: Platform) -> None:
-    pods = platform.pods()
+    # the HPAs (minReplicas 2) may add pods after the rail first became Ready: wait for those to run too
+    pods = _wait_all_ready(platform, "after bring-up")
     roles = sorted(p["metadata"]["labels"]["app.kubernetes.io/component"] for p in pods)
     assert set(roles) == {"gateway", "payment-worker", "ledger-writer"}, roles
     addresses = set()
