@@ -585,6 +585,14 @@ async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
             await asyncio.wait_for(stopping.wait(), CLEANUP_INTERVAL_S)
 
 
+def fraud_policy(config: WorkerConfig, metrics: PaymentWorkerMetrics) -> PolicyFile:
+    """The default policy plus the delivered FraudPolicy, loaded before the first request."""
+    path = Path(config.fraud_policy_file) if config.fraud_policy_file else None
+    policy = PolicyFile(path, ReviewThresholdPolicy(config.review_at_minor), metrics)
+    policy.check()
+    return policy
+
+
 async def run(config: WorkerConfig) -> int:
     topics = RailTopics(config.rail)
     conn = await asyncpg.connect(config.dsn, timeout=10)
@@ -602,9 +610,7 @@ async def run(config: WorkerConfig) -> int:
         for d in config.ledger_dsns
     ]
     redis = RedisEdge(config.redis_url) if config.redis_url else None
-    base = ReviewThresholdPolicy(config.review_at_minor)
-    policy = PolicyFile(Path(config.fraud_policy_file) if config.fraud_policy_file else None, base, metrics)
-    policy.check()  # the delivered version is in effect before the first request
+    policy = fraud_policy(config, metrics)
     source = SvidSource()
     service = PaymentService(
         store,
