@@ -20,6 +20,7 @@ from payplane.devinfra.up import (
     EXAMPLE_FILE,
     Kubectl,
     Platform,
+    UpError,
     UpOptions,
     bring_up,
     database_name,
@@ -58,8 +59,13 @@ def clean_up(
     ns = options.namespace
     ours = ["paymentrail,ledgershard,fraudpolicy", "--all", "-n", ns, "--ignore-not-found"]
     if operator_running:  # its finalizers remove the topics (deletionPolicy Delete) and the SPIRE entries
-        kubectl.run("delete", *ours, "--timeout=60s")
         assert platform is not None
+        try:
+            kubectl.run("delete", *ours, "--timeout=60s")
+        except UpError as exc:  # still clean up everything else, then fail the teardown with the reason
+            platform.stop()
+            clean_up(settings, options, operator_running=False)
+            raise AssertionError(f"the operator did not finish deleting the objects: {exc}") from exc
         platform.stop()
     else:  # nobody left to run the finalizers: release the objects, then remove what they made by hand
         for name in kubectl.run("get", ours[0], "-n", ns, "--ignore-not-found", "-o", "name").split():
