@@ -11,11 +11,24 @@ from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
 from payplane.adapters.outbox_relay import unpack_messages
 from payplane.adapters.postgres_migrations import migrate
 from payplane_contracts.ledger_messages import TransferOutcome, decode_outcome
-from tests.integration.conftest import Infra
+from payplane_contracts.topics import RailTopics
+from tests.integration.conftest import Infra, kafka_topics
+
+WRITER_ROLE = "ledger-writer"  # names the writers' dead-letter topic
 
 
 def _dsn_for(base_dsn: str, database: str) -> str:
     return base_dsn.rsplit("/", 1)[0] + "/" + database
+
+
+@pytest.fixture
+async def rail(infra: Infra, request: pytest.FixtureRequest) -> AsyncIterator[RailTopics]:
+    """A fresh rail's ledger commands, results and writer dead-letter topics on the real Kafka, with the
+    test module's ``RAIL_PARTITIONS`` partitions each (default 1); deleted afterwards."""
+    topics = RailTopics(f"ledger-{uuid.uuid4().hex[:8]}")
+    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(WRITER_ROLE)]
+    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names, getattr(request.module, "RAIL_PARTITIONS", 1)):
+        yield topics
 
 
 @pytest.fixture

@@ -8,13 +8,10 @@ import random
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import verify_shards
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
@@ -25,7 +22,7 @@ from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import outcomes_in_outbox
 
-PARTITIONS = 4
+RAIL_PARTITIONS = PARTITIONS = 4
 CUSTOMERS = 40
 TRANSFERS = 1500
 SETTLE_TIMEOUT_S = 120
@@ -33,20 +30,6 @@ SETTLE_TIMEOUT_S = 120
 
 def partition_of(account_id: str) -> int:
     return ledger_partition_for_account(account_id, PARTITIONS)
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"conc-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters("ledger-writer")]
-    await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    try:
-        yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 def _commands() -> tuple[list[tuple[int, bytes]], list[str]]:

@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import sys
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -20,7 +18,7 @@ from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 
 TRANSFERS = 3000
@@ -40,14 +38,6 @@ def _commands(seed: int = 11) -> tuple[list[bytes], list[TransferRequest]]:
     values = [encode_command(LedgerCommand(CommandType.CREATE_ACCOUNT, account_spec_to_dict(a))) for a in ACCOUNTS]
     values += [encode_command(LedgerCommand(CommandType.TRANSFER, request_to_dict(r))) for r in requests]
     return values, requests
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"crash-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters("ledger-writer")]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
-        yield topics
 
 
 async def _consumed(dsn: str) -> int:

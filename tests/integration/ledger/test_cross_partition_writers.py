@@ -3,13 +3,10 @@ a cross-partition payment completes, a refused one is reversed, and each gets on
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_verify import cross_partition_check, verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
@@ -23,7 +20,7 @@ from payplane_contracts.topics import RailTopics
 from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import outcomes_in_outbox
 
-PARTITIONS = 2
+RAIL_PARTITIONS = PARTITIONS = 2
 GROUP = "ledger-writer"
 CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
 partition_of = partition_lookup(PARTITIONS)
@@ -36,20 +33,6 @@ def _name_on(partition: int, prefix: str) -> str:
 
 
 PAYER, MERCHANT, FROZEN = _name_on(0, "payer"), _name_on(1, "merchant"), _name_on(1, "frozen")
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"xp-{uuid.uuid4().hex[:8]}")
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra["KAFKA_BOOTSTRAP"])
-    await admin.start()
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(GROUP)]
-    await admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
-    try:
-        yield topics
-    finally:
-        await admin.delete_topics(names)
-        await admin.close()
 
 
 async def _send(bootstrap: str, topic: str, commands: list[tuple[int, bytes]]) -> None:

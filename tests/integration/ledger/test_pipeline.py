@@ -5,8 +5,6 @@ once, including transfers that depend on the failed batch (a hold created in it 
 and retries of its transfers), and balances equal a pure reference run."""
 
 import random
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -20,7 +18,7 @@ from payplane.ledger.writer import LedgerWriter, TransientError
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import produce_commands
 
 BATCH = 10
@@ -73,14 +71,6 @@ class FlakyStore(PostgresLedgerStore):
         await super().write(prepared)
         if self.writes == self.fail_write:
             raise TransientError("injected: connection lost after the commit")
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"pipe-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.dead_letters(ROLE)]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
-        yield topics
 
 
 @pytest.mark.parametrize(("fail_write", "after_commit"), [(3, False), (3, True), (6, False), (9, True)])

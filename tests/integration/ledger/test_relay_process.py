@@ -7,30 +7,19 @@ import os
 import signal
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 from aiokafka import AIOKafkaConsumer
 
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, decode_outcome, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import produce_commands
 
 TRANSFERS = 40
 WAIT_S = 60.0
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"relay-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters("ledger-writer")]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
-        yield topics
 
 
 def _commands() -> list[bytes]:

@@ -4,12 +4,9 @@ nothing twice, and ends exactly where a pure reference run of the same commands 
 
 import asyncio
 import random
-import uuid
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 
 from payplane.adapters.ledger_verify import verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
@@ -19,7 +16,7 @@ from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, Trans
 from payplane.ledger.writer import LedgerWriter
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import outcomes_in_outbox, produce_commands
 from tests.tcp_proxy import PartitionableProxy
 
@@ -37,14 +34,6 @@ def _requests() -> list[TransferRequest]:
         debit, credit = rng.sample(names, 2)
         requests.append(TransferRequest(f"t{i}", TransferMode.POSTED, debit, credit, rng.randint(1, 500), "EUR"))
     return requests
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"part-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.dead_letters("ledger-writer")]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
-        yield topics
 
 
 async def test_writer_rides_out_a_database_partition(

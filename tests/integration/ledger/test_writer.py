@@ -4,8 +4,6 @@ dead-lettered with their reason, positions resumed from the database, stale writ
 import asyncio
 import json
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -19,19 +17,11 @@ from payplane.ledger.writer import LedgerWriter
 from payplane.platform.metrics import LedgerWriterMetrics
 from payplane_contracts.ledger_messages import CommandType, LedgerCommand, encode_command
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.conftest import outcomes_in_outbox
 
 GROUP = "ledger-writer"
 CUSTOMER = AccountFlags(debits_must_not_exceed_credits=True)
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"test-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters(GROUP)]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names):
-        yield topics
 
 
 def _account(spec: AccountSpec) -> bytes:

@@ -8,9 +8,8 @@ import os
 import signal
 import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -18,20 +17,13 @@ from aiokafka import AIOKafkaProducer
 
 from payplane.adapters.ledger_verify import verify_shards
 from payplane_contracts.topics import RailTopics
-from tests.integration.conftest import Infra, kafka_topics
+from tests.integration.conftest import Infra
 from tests.integration.ledger.test_concurrent_writers import PARTITIONS, _commands, _decided
 
+RAIL_PARTITIONS = PARTITIONS
 LEASE_S = 2.0
 OWNERSHIP_TIMEOUT_S = 30.0
 SETTLE_TIMEOUT_S = 120.0
-
-
-@pytest.fixture
-async def rail(infra: Infra) -> AsyncIterator[RailTopics]:
-    topics = RailTopics(f"members-{uuid.uuid4().hex[:8]}")
-    names = [topics.ledger_commands, topics.ledger_results, topics.dead_letters("ledger-writer")]
-    async with kafka_topics(infra["KAFKA_BOOTSTRAP"], names, PARTITIONS):
-        yield topics
 
 
 async def _writer(env: dict[str, str], writer_id: str) -> asyncio.subprocess.Process:
