@@ -20,6 +20,7 @@ from payplane.devinfra.kubelet.podspec import (
     volume_plans,
 )
 from payplane.services import gateway as gateway_service
+from payplane.services import ledger_relay as relay_service
 from payplane.services import ledger_writer as writer_service
 from payplane.services import payment_worker as worker_service
 from payplane_contracts.identity import WorkloadRole, local_gid, workload_spiffe_id
@@ -183,8 +184,11 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     )
     pod_dir = Path("/pods/gw")
 
+    def specs_of(name: str) -> list[Any]:
+        return process_specs(_pod_of(deployments[name], f"{name}-1"), objects, NODE, pod_ip=POD_IP, pod_dir=pod_dir)
+
     def spec_of(name: str) -> Any:
-        (spec,) = process_specs(_pod_of(deployments[name], f"{name}-1"), objects, NODE, pod_ip=POD_IP, pod_dir=pod_dir)
+        (spec,) = specs_of(name)
         return spec
 
     gateway_spec = spec_of("card-eur-gateway")
@@ -200,14 +204,19 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     assert (worker.bind_address, worker.grpc_port, worker.rail) == (POD_IP, 50051, "card-eur")
     # every shard's database, through the kubelet's $(VAR) expansion of the operator's composed variable
     assert worker.ledger_dsns == ["postgresql://l", "postgresql://h1:5432,h2:5432/b"]
-    writer_spec = spec_of("card-eur-a-ledger-writer")
+    writer_spec, relay_spec = specs_of("card-eur-a-ledger-writer")
     writer = writer_service.config_from_env(dict(writer_spec.env))
     assert (writer.dsn, writer.writer_id, writer.partitions) == (
         "postgresql://l",
         "card-eur-a-ledger-writer-1",
         list(range(8)),
     )
+    assert writer.relay_in_process is False
     assert writer_spec.gid != gateway_spec.gid
+    relay = relay_service.config_from_env(dict(relay_spec.env))  # the pod's second process
+    assert (relay.dsn, relay.shard, relay.bind_address) == ("postgresql://l", "card-eur-a", POD_IP)
+    assert relay.metrics_port != writer.metrics_port
+    assert relay_spec.gid == writer_spec.gid
 
 
 def test_init_containers_are_refused_with_a_reason() -> None:
