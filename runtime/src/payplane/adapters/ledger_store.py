@@ -325,15 +325,14 @@ def _transfer_record(t: Transfer, partition: int) -> tuple[object, ...]:
 # in flight the time the writer's event loop takes to get back to it while deciding the next batch.
 # Balances come from the session's scratch table (a large batch's, by binary COPY: array parameters cost
 # the client far more per value) or from array parameters $1-$5 (a small batch's: the scratch table's COPY
-# and its truncation at commit cost about a millisecond, which only a large batch amortises).
-FINISH_BATCH = """
-with balances as (
+# and its truncation at commit cost about a millisecond, which only a large batch amortises); the
+# ``balance_arrays`` CTE only types $1-$5 for the statement that does not read them.
+_FINISH_BATCH = """
+with balance_arrays as (select $1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]),
+balances as (
     update accounts a set debits_pending_minor = v.dpe, debits_posted_minor = v.dpo,
                           credits_pending_minor = v.cpe, credits_posted_minor = v.cpo
-    from (select * from balance_writes
-          union all
-          select * from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-         ) as v(id, dpe, dpo, cpe, cpo)
+    from {balances} as v(id, dpe, dpo, cpe, cpo)
     where a.id = v.id),
 pending as (
     update transfers t set pending_state = v.state
@@ -350,6 +349,12 @@ consumed as (
     select * from unnest($19::text[], $20::int[], $21::bigint[])
     on conflict (topic, kafka_partition) do update set next_offset = excluded.next_offset)
 select case when cardinality($14::text[]) > 0 then pg_notify($22::text, '') end"""
+# Two statements, not one reading both sources: the planner cannot know the scratch table is empty in a
+# small batch (a never-analysed table counts as ten pages), and would hash-join every account to it.
+FINISH_FROM_ARRAYS = _FINISH_BATCH.format(
+    balances="unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])"
+)
+FINISH_FROM_SCRATCH = _FINISH_BATCH.format(balances="balance_writes")
 BALANCES_BY_ARRAYS_MAX = 200
 
 
@@ -362,7 +367,7 @@ async def _finish_batch(conn: asyncpg.Connection, rows: BatchRows, *, balances_c
     holds (``_check_epoch``), so no two transactions ever wait on each other for account rows: there is
     no lock order to get wrong and no deadlock is possible."""
     await conn.execute(
-        FINISH_BATCH,
+        FINISH_FROM_SCRATCH if balances_copied else FINISH_FROM_ARRAYS,
         *_columns([] if balances_copied else rows.balances, 5),
         *_columns(rows.pending_states, 2),
         rows.partition,
