@@ -419,6 +419,14 @@ async def heartbeat(conn: asyncpg.Connection, writer_id: str, partitions: str, l
     return [r["writer_id"] for r in rows]
 
 
+async def partition_epochs(conn: asyncpg.Connection, partitions: Sequence[int]) -> dict[int, int]:
+    """The current writer epoch of each of ``partitions`` (claimed ones only)."""
+    rows = await conn.fetch(
+        "select partition, writer_epoch from ledger_partitions where partition = any($1::int[])", list(partitions)
+    )
+    return {r["partition"]: r["writer_epoch"] for r in rows}
+
+
 async def leave(conn: asyncpg.Connection, writer_id: str) -> None:
     """End ``writer_id``'s membership at once (a clean stop), so the others need not wait for its lease."""
     await conn.execute("delete from ledger_writers where writer_id = $1", writer_id)

@@ -78,6 +78,10 @@ class PostgresLedgerStore:
         async with self._connection("membership") as conn:
             return await ledger_store.heartbeat(conn, writer_id, partitions, lease_s)
 
+    async def partition_epochs(self, partitions: list[int]) -> dict[int, int]:
+        async with self._connection("membership") as conn:
+            return await ledger_store.partition_epochs(conn, partitions)
+
     async def leave(self, writer_id: str) -> None:
         async with self._connection("membership") as conn:
             await ledger_store.leave(conn, writer_id)

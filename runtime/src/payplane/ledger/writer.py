@@ -210,18 +210,16 @@ class LedgerWriter:
         await self.commands.seek(positions)
 
     async def reassign(self, partitions: list[int]) -> None:
-        """Own exactly ``partitions`` from now on: commit the batch in flight, claim the partitions new to
-        this writer (fencing their previous owner), let go of the others, and resume every owned
-        partition from the positions in the database. Raises ``FencedError`` if the batch in flight was
-        fenced (call again without that partition)."""
+        """Own exactly ``partitions`` from now on: commit the batch in flight, claim them all (fencing any
+        other claimant: one this writer's old epoch may not know of, when two writers started at the same
+        moment and each took everything), let go of the others, and resume every owned partition from
+        the positions in the database. Raises ``FencedError`` if the batch in flight was fenced (call
+        again without that partition)."""
         await self.drain()
         wanted = sorted(partitions)
-        added = [p for p in wanted if p not in self.epochs]
         self.cache.clear()  # accounts of a partition let go and claimed back later would be stale
-        self.epochs = {p: epoch for p, epoch in self.epochs.items() if p in wanted}
         self.partitions = wanted
-        if added:
-            self.epochs.update(await self.store.claim(added, self.writer_id))
+        self.epochs = await self.store.claim(wanted, self.writer_id) if wanted else {}
         await self.commands.assign(wanted)
         positions = await self.store.positions(self.topic, wanted)
         self.committed_offsets = dict(positions)

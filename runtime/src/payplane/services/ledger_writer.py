@@ -127,12 +127,20 @@ class Membership:
         self.store = store
         self.config = config
         self.share: list[int] = []
+        self.epochs_seen: dict[int, int] = {}  # the database's epochs at the last heartbeat
 
     async def beat(self) -> list[str]:
         group = ",".join(str(p) for p in self.config.partitions)
         live = await self.store.heartbeat(self.config.writer_id, group, self.config.lease_s)
         self.share = owned_partitions(self.config.writer_id, live, self.config.partitions)
+        self.epochs_seen = await self.store.partition_epochs(self.config.partitions)
         return live
+
+    def claimed_by_another(self, own_epochs: dict[int, int]) -> list[int]:
+        """Partitions this writer holds whose epoch another writer has since bumped (for instance one
+        that claimed a share computed before this writer joined): re-claimed at once, not at the next
+        commit, so an idle partition is not left looking owned by the other writer."""
+        return [p for p, epoch in own_epochs.items() if self.epochs_seen.get(p, epoch) > epoch]
 
     async def run(self) -> None:
         """Heartbeat until cancelled; a failed heartbeat keeps the current share and tries again (the
@@ -218,7 +226,7 @@ async def _follow_membership(writer: LedgerWriter, membership: Membership) -> No
     """One round: take the share the membership gives (when it changed), then one batch. A partition
     another writer has claimed (``FencedError``) is let go of, without stopping the others."""
     try:
-        if membership.share != writer.partitions:
+        if membership.share != writer.partitions or membership.claimed_by_another(writer.epochs):
             await writer.reassign(membership.share)
         await writer.run_once()
     except FencedError as exc:
