@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, TypeVar
 
+from payplane_contracts.fraud_policy import FraudAction, ListField, parse_duration_s
 from payplane_contracts.partitions import PARTITION_COUNT_MAX
 from payplane_operator.errors import InvalidSpecError
 
@@ -22,10 +23,6 @@ PARTITION_INDEX_MAX: Final = PARTITION_COUNT_MAX - 1
 REQUEST_BODY_BYTES_MIN: Final = 4096
 REQUEST_BODY_BYTES_MAX: Final = 1024 * 1024
 E = TypeVar("E", bound=StrEnum)
-
-_DURATION_RE: Final = re.compile(r"^(?:[0-9]{1,6}[hms])+$")
-_DURATION_PART_RE: Final = re.compile(r"([0-9]{1,6})([hms])")
-_SECONDS_PER_UNIT: Final = {"h": 3600, "m": 60, "s": 1}
 
 
 class Kind(StrEnum):
@@ -60,19 +57,6 @@ class DeletionPolicy(StrEnum):
 class PolicyMode(StrEnum):
     ENFORCE = "Enforce"
     SHADOW = "Shadow"
-
-
-class FraudAction(StrEnum):
-    ALLOW = "Allow"
-    REVIEW = "Review"
-    DECLINE = "Decline"
-
-
-class ListField(StrEnum):
-    ACCOUNT_ID = "AccountId"
-    CLIENT_ID = "ClientId"
-    COUNTRY = "Country"
-    CARD_BIN = "CardBin"
 
 
 @dataclass(frozen=True)
@@ -195,13 +179,6 @@ class FraudPolicy:
     meta: ObjectMeta
     spec: PolicySpec
     raw_spec: Mapping[str, Any]  # hashed into the policy's version, delivered to workers as is
-
-
-def parse_duration_s(text: str) -> int:
-    """``24h`` / ``90m`` / ``1h30m`` / ``45s`` → seconds (the format the CRDs accept)."""
-    if not _DURATION_RE.fullmatch(text):
-        raise ValueError(f"{text!r} is not a duration such as 24h, 90m or 1h30m")
-    return sum(int(n) * _SECONDS_PER_UNIT[unit] for n, unit in _DURATION_PART_RE.findall(text))
 
 
 class _Fields:

@@ -22,10 +22,11 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 from payplane.payments.fraud import Evaluation, PaymentFacts, PolicyMode, ReviewThresholdPolicy, Verdict
+from payplane_contracts.fraud_policy import FraudAction, ListField
+from payplane_contracts.fraud_policy import parse_duration_s as contract_duration_s
 
 RULES_MAX: Final = 100
 LIST_VALUES_MAX: Final = 10_000
@@ -34,21 +35,11 @@ VELOCITY_WINDOW_S_MIN: Final = 1.0
 VELOCITY_WINDOW_S_MAX: Final = 720 * 3600.0
 VELOCITY_COUNT_MAX: Final = 1_000_000
 VELOCITY_ACCOUNTS_MAX: Final = 100_000  # accounts whose recent payments are remembered (oldest forgotten)
-_DURATION = re.compile(r"^([0-9]{1,6}[hms])+$")
-_DURATION_PART = re.compile(r"([0-9]{1,6})([hms])")
-_UNIT_S = {"h": 3600, "m": 60, "s": 1}
 _SEVERITY = {Verdict.ALLOW: 0, Verdict.REVIEW: 1, Verdict.DECLINE: 2}
 
 
 class PolicyDocumentError(ValueError):
     """The delivered document cannot be evaluated; the message names the field."""
-
-
-class ListField(StrEnum):
-    ACCOUNT_ID = "AccountId"
-    CLIENT_ID = "ClientId"
-    COUNTRY = "Country"
-    CARD_BIN = "CardBin"
 
 
 @dataclass(frozen=True)
@@ -74,10 +65,11 @@ class Rule:
 
 
 def parse_duration_s(text: Any, field: str) -> float:
-    """``10m``, ``1h30m``, ``45s`` → seconds."""
-    if not isinstance(text, str) or not _DURATION.match(text):
-        raise PolicyDocumentError(f"{field}: {text!r} is not a duration such as 10m or 1h30m")
-    return float(sum(int(n) * _UNIT_S[unit] for n, unit in _DURATION_PART.findall(text)))
+    """``10m``, ``1h30m``, ``45s`` → seconds (the grammar the CRD accepts: ``payplane_contracts``)."""
+    try:
+        return float(contract_duration_s(text if isinstance(text, str) else ""))
+    except ValueError:
+        raise PolicyDocumentError(f"{field}: {text!r} is not a duration such as 10m or 1h30m") from None
 
 
 class VelocityWindows:
@@ -102,7 +94,11 @@ class VelocityWindows:
 
 
 def _verdict(value: Any, field: str) -> Verdict:
-    actions = {"Allow": Verdict.ALLOW, "Review": Verdict.REVIEW, "Decline": Verdict.DECLINE}
+    actions = {
+        FraudAction.ALLOW: Verdict.ALLOW,
+        FraudAction.REVIEW: Verdict.REVIEW,
+        FraudAction.DECLINE: Verdict.DECLINE,
+    }
     if value not in actions:
         raise PolicyDocumentError(f"{field}: must be Allow, Review or Decline, got {value!r}")
     return actions[value]
