@@ -222,10 +222,7 @@ async def write_rows(conn: asyncpg.Connection, rows: BatchRows) -> None:
 
 async def _write_in_transaction(conn: asyncpg.Connection, rows: BatchRows) -> None:
     async with conn.transaction():
-        if rows.ids_assumed_new:
-            await _check_epoch_and_new_ids(conn, rows)
-        else:
-            await _check_epoch(conn, rows.partition, rows.epoch)
+        await _check_epoch(conn, rows)
         if rows.accounts:
             await conn.copy_records_to_table("accounts", records=rows.accounts, columns=_ACCOUNT_COLUMNS)
         balances_copied = len(rows.balances) > BALANCES_BY_ARRAYS_MAX
@@ -241,23 +238,17 @@ def _transfers_of(change: BalanceChange) -> list[Transfer]:
     return [t for t in (change.transfer, change.pending_resolved) if t is not None]
 
 
-async def _check_epoch(conn: asyncpg.Connection, partition: int, epoch: int) -> None:
-    current = await conn.fetchval(
-        "select writer_epoch from ledger_partitions where partition = $1 for share", partition
-    )
-    if current != epoch:
-        raise FencedError(partition, epoch, current)
-
-
-async def _check_epoch_and_new_ids(conn: asyncpg.Connection, rows: BatchRows) -> None:
-    """The epoch check, and in the same round trip whether an id the batch refused was applied before.
-    The other ways a batch that assumed its ids new can be wrong break a primary key instead (an id
-    applied before and applied again; a refusal is loaded with the batch, so it is never refused twice)."""
+async def _check_epoch(conn: asyncpg.Connection, rows: BatchRows) -> None:
+    """The epoch check (fencing), and in the same round trip, for a batch that assumed its transfer ids
+    new, whether an id it refused was applied before. The other ways such a batch can be wrong break a
+    primary key instead (an id applied before and applied again; refusals are loaded with the batch, so
+    an id is never refused twice)."""
+    refused_ids = [r[0] for r in rows.rejections] if rows.ids_assumed_new else []
     row = await conn.fetchrow(
         """select writer_epoch, exists(select 1 from transfers where id = any($2::text[])) as seen
            from ledger_partitions where partition = $1 for share""",
         rows.partition,
-        [r[0] for r in rows.rejections],
+        refused_ids,
     )
     current = None if row is None else row["writer_epoch"]
     if current != rows.epoch:

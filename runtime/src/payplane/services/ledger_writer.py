@@ -193,7 +193,7 @@ async def run(config: WriterConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await commands.start()
-    relay_task = asyncio.create_task(relay.run() if config.relay_in_process else _nothing())
+    relay_task = asyncio.create_task(relay.run()) if config.relay_in_process else None
     heartbeat_task = asyncio.create_task(membership.run())
     lag_task: asyncio.Task[None] | None = None
     try:
@@ -215,8 +215,9 @@ async def run(config: WriterConfig) -> int:
         stopping.set()
         if lag_task is not None:
             await lag_task
-        relay.stop()
-        await relay_task
+        if relay_task is not None:
+            relay.stop()
+            await relay_task
         await _leave(store, config.writer_id)
         await commands.stop()
         await store.close()
@@ -233,10 +234,6 @@ async def _follow_membership(writer: LedgerWriter, membership: Membership) -> No
         # the fenced batch was the one in flight, so nothing is in flight now and this cannot be fenced
         log.warning("%s; letting partition %s go", exc, exc.partition)
         await writer.reassign([p for p in writer.partitions if p != exc.partition])
-
-
-async def _nothing() -> None:
-    """The relay task when another process relays the outbox."""
 
 
 async def _leave(store: PostgresLedgerStore, writer_id: str) -> None:
