@@ -4,7 +4,7 @@ infrastructure, started by the integration tests' ``rail_stack`` (each workload 
 
 1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
    waits until the ledger has opened them.
-2. **Max rate**: a closed loop of ``--concurrency`` in-flight POST /v1/payments (aiohttp, a fresh
+2. **Max rate**: a closed loop of ``--concurrency`` in-flight POST /v1/payments (``http_load``, keep-alive, a fresh
    Idempotency-Key on every POST) for ``--duration-s`` or ``--payments-max`` payments, whichever ends
    first; then waits (bounded) until every accepted payment is settled.
 3. **Half rate**: an open loop at half the settled rate of step 2, latency measured from each
@@ -43,11 +43,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import asyncpg
+import uvloop
 
 from payplane.adapters.ledger_verify import verify
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
 from payplane.devinfra.spire_cli import SpireServerCli
+from tests.bench.http_load import HttpLoadClient, HttpProtocolError
 from tests.integration.payments.rail_stack import PARTITIONS, Client, Procs, rail_stack
 from tests.integration.test_spire import Spire
 
@@ -145,7 +147,7 @@ class Sample:
     status: int = 0
     payment_id: str = ""
     body: bytes = b""
-    url: str = ""
+    url: str = ""  # the gateway's base URL
     client: Client | None = None
     recovered: bool = False  # first answer was not 200; a retry with the same key got the payment
 
@@ -308,7 +310,7 @@ class Requests:
     def __init__(self, rail: Rail, pairs: list[tuple[Client, list[tuple[str, str]]]], run: str) -> None:
         self.rail = rail
         self.choices = [(client, pair) for client, client_pairs in pairs for pair in client_pairs]
-        self.urls = itertools.cycle([u + "/v1/payments" for u in rail.base_urls])
+        self.urls = itertools.cycle(rail.base_urls)
         self.run = run
         self.rng = random.Random(7)
         self.count = 0
@@ -326,7 +328,24 @@ class Requests:
         )
 
 
-async def send(http: aiohttp.ClientSession, sample: Sample) -> None:
+class LoadClients:
+    """One lean keep-alive HTTP client per gateway (``http_load``: the load generator's own CPU per request
+    counts against the machine the benchmark measures)."""
+
+    def __init__(self, base_urls: Sequence[str]) -> None:
+        self.by_url: dict[str, HttpLoadClient] = {}
+        for url in base_urls:
+            parts = urlsplit(url)
+            assert parts.hostname is not None
+            assert parts.port is not None
+            self.by_url[url] = HttpLoadClient(parts.hostname, parts.port)
+
+    def close(self) -> None:
+        for client in self.by_url.values():
+            client.close()
+
+
+async def send(http: LoadClients, sample: Sample) -> None:
     assert sample.client is not None
     headers = {
         "Authorization": f"Bearer {sample.client.key}",
@@ -334,10 +353,8 @@ async def send(http: aiohttp.ClientSession, sample: Sample) -> None:
         "Content-Type": "application/json",
     }
     try:
-        async with http.post(sample.url, data=sample.body, headers=headers) as response:
-            raw = await response.read()
-            sample.status = response.status
-    except (aiohttp.ClientError, TimeoutError):
+        sample.status, raw = await http.by_url[sample.url].post("/v1/payments", headers, sample.body)
+    except (OSError, HttpProtocolError, TimeoutError):
         sample.status = -1
         raw = b""
     sample.done_s = time.perf_counter()
@@ -349,7 +366,7 @@ async def send(http: aiohttp.ClientSession, sample: Sample) -> None:
 
 
 async def closed_loop(
-    http: aiohttp.ClientSession, requests: Requests, concurrency: int, duration_s: float, count_max: int
+    http: LoadClients, requests: Requests, concurrency: int, duration_s: float, count_max: int
 ) -> list[Sample]:
     samples: list[Sample] = []
     stop_at = time.perf_counter() + duration_s
@@ -364,9 +381,7 @@ async def closed_loop(
     return samples
 
 
-async def open_loop(
-    http: aiohttp.ClientSession, requests: Requests, rate_per_s: float, duration_s: float
-) -> list[Sample]:
+async def open_loop(http: LoadClients, requests: Requests, rate_per_s: float, duration_s: float) -> list[Sample]:
     samples: list[Sample] = []
     tasks: set[asyncio.Task[None]] = set()
     start = time.perf_counter()
@@ -417,7 +432,7 @@ async def ledger_applied_at_us(rail: Rail, payment_ids: list[str]) -> dict[str, 
     return {r["id"]: r["applied_at_us"] for r in rows}
 
 
-async def retry_unanswered(http: aiohttp.ClientSession, samples: list[Sample]) -> int:
+async def retry_unanswered(http: LoadClients, samples: list[Sample]) -> int:
     """Retry, with the same key and body, every request whose first answer was a timeout, 409, 429 or 5xx
     (what a client is told to do); returns how many got their payment that way."""
     recovered = 0
@@ -436,7 +451,7 @@ async def retry_unanswered(http: aiohttp.ClientSession, samples: list[Sample]) -
 
 
 async def figures(
-    name: str, rail: Rail, http: aiohttp.ClientSession, samples: list[Sample], cpu_before: CpuSnapshot
+    name: str, rail: Rail, http: LoadClients, samples: list[Sample], cpu_before: CpuSnapshot
 ) -> RunFigures:
     accepted = [s for s in samples if s.status == 200]
     refused: dict[int, int] = {}
@@ -477,7 +492,7 @@ async def figures(
     return result
 
 
-async def replays_match(http: aiohttp.ClientSession, samples: list[Sample]) -> bool:
+async def replays_match(http: LoadClients, samples: list[Sample]) -> bool:
     """The same key and body again must answer the very same payment, marked as a replay."""
     accepted = [s for s in samples if s.accepted]
     for original in random.Random(3).sample(accepted, min(REPLAY_SAMPLE, len(accepted))):
@@ -540,9 +555,10 @@ async def main(args: argparse.Namespace) -> int:
     connector = aiohttp.TCPConnector(limit=0)
     async with (
         started_path(endpoints, layout) as rail,
-        aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http,
+        aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as setup_http,
     ):
-        pairs = await open_accounts(http, rail, args.accounts)
+        pairs = await open_accounts(setup_http, rail, args.accounts)
+        http = LoadClients(rail.base_urls)
         warm = await closed_loop(http, Requests(rail, pairs, "warm"), 8, 5.0, args.warmup)
         await retry_unanswered(http, warm)
         await settle(rail, [s.payment_id for s in warm if s.accepted])
@@ -562,6 +578,7 @@ async def main(args: argparse.Namespace) -> int:
         books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.accepted])
         print(f"idempotent replays: {'ok' if replays_ok else 'FAILED'}; {books}", flush=True)
         print(f"process logs: {rail.log_dir}", flush=True)
+        http.close()
     if args.json:
         print(json.dumps([peak.__dict__, half.__dict__]))
     return 0 if replays_ok and books_ok else 1
@@ -578,4 +595,5 @@ if __name__ == "__main__":
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
     parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
     parser.add_argument("--json", action="store_true")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(main(parser.parse_args())))
