@@ -562,17 +562,25 @@ async def main(args: argparse.Namespace) -> int:
         warm = await closed_loop(http, Requests(rail, pairs, "warm"), 8, 5.0, args.warmup)
         await retry_unanswered(http, warm)
         await settle(rail, [s.payment_id for s in warm if s.accepted])
-        cpu_before = cpu_snapshot(rail)
-        peak_samples = await closed_loop(
-            http, Requests(rail, pairs, "max"), args.concurrency, args.duration_s, args.payments_max
-        )
-        peak = await figures("max rate (closed loop)", rail, http, peak_samples, cpu_before)
-        print_figures(peak)
-        half_rate = max(1.0, (peak.settled_per_s or peak.accepted_per_s) / 2)
+        runs: list[RunFigures] = []
+        peak_samples: list[Sample] = []
+        if args.open_rate_per_s:
+            half_rate = args.open_rate_per_s
+        else:
+            cpu_before = cpu_snapshot(rail)
+            peak_samples = await closed_loop(
+                http, Requests(rail, pairs, "max"), args.concurrency, args.duration_s, args.payments_max
+            )
+            peak = await figures("max rate (closed loop)", rail, http, peak_samples, cpu_before)
+            print_figures(peak)
+            runs.append(peak)
+            half_rate = max(1.0, (peak.settled_per_s or peak.accepted_per_s) / 2)
         cpu_before = cpu_snapshot(rail)
         half_samples = await open_loop(http, Requests(rail, pairs, "half"), half_rate, args.duration_s)
-        half = await figures(f"half rate (open loop, {half_rate:,.0f}/s)", rail, http, half_samples, cpu_before)
+        name = "open loop (" if args.open_rate_per_s else "half rate (open loop"
+        half = await figures(f"{name}, {half_rate:,.0f}/s)", rail, http, half_samples, cpu_before)
         print_figures(half)
+        runs.append(half)
         every = warm + peak_samples + half_samples
         replays_ok = await replays_match(http, every)
         books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.accepted])
@@ -580,7 +588,7 @@ async def main(args: argparse.Namespace) -> int:
         print(f"process logs: {rail.log_dir}", flush=True)
         http.close()
     if args.json:
-        print(json.dumps([peak.__dict__, half.__dict__]))
+        print(json.dumps([run.__dict__ for run in runs]))
     return 0 if replays_ok and books_ok else 1
 
 
@@ -594,6 +602,9 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=1, help="payment worker processes")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
     parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
+    parser.add_argument(
+        "--open-rate-per-s", type=float, default=0.0, help="skip the max-rate run; run the open loop at this rate"
+    )
     parser.add_argument("--json", action="store_true")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         sys.exit(runner.run(main(parser.parse_args())))

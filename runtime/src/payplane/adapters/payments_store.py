@@ -20,6 +20,7 @@ from typing import Any, Final
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from payplane.adapters.postgres_sessions import KEY_LOOKUP_SESSION
 from payplane.payments.errors import ApiError
 from payplane.payments.fraud import Evaluation, Verdict
 from payplane.payments.ledger_ops import (
@@ -247,8 +248,16 @@ class PaymentsStore:
         observe_create_batch: Callable[[int], None] | None = None,
     ) -> "PaymentsStore":
         # reset=_keep_session: a released connection is still rolled back if needed, but skips the reset
-        # query (a round trip per request): this store sets no session state, LISTENs on no pooled connection
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, timeout=10, reset=_keep_session)
+        # query (a round trip per request): this store sets no session state, LISTENs on no pooled connection;
+        # its outcome reads are key lookups in fast-growing tables (postgres_sessions)
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=pool_size,
+            timeout=10,
+            reset=_keep_session,
+            server_settings=KEY_LOOKUP_SESSION,
+        )
         return cls(pool, topics, partitions, observe_create_batch)
 
     async def close(self) -> None:

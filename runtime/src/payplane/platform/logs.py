@@ -5,6 +5,7 @@ passes (for example ``payment_id``), ``trace_id`` while a request's trace contex
 ``payplane.platform.tracing``) and ``exc`` for exceptions.
 """
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -52,13 +53,63 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(line)
 
 
+class LoopTurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes the lines logged during one turn of the running event loop together: one write system call
+    per turn instead of one per line (a busy worker logs several lines per payment). Warnings and errors,
+    and lines logged outside an event loop (other threads, start-up), are written at once, with whatever
+    is pending before them, so the order of lines is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
+        try:
+            self._pending.append(self.format(record))
+        except Exception:  # noqa: BLE001 - logging.Handler contract: report through handleError, never raise
+            self.handleError(record)
+            return
+        loop = _running_loop()
+        if record.levelno >= logging.WARNING or loop is None:
+            self._write_pending()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._scheduled = False
+            self._write_pending()
+        finally:
+            self.release()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            text = "\n".join(self._pending) + "\n"
+            self._pending.clear()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream must not take the process down
+                pass
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def configure_json_logging(level: int = logging.INFO) -> None:
     # the JSON lines name no source file, thread or process: skip collecting them for every record
     logging._srcfile = None  # documented in the logging HOWTO, "Optimization"
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler()
+    handler = LoopTurnHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -10,6 +10,7 @@ Format (https://www.w3.org/TR/trace-context/): ``00-<32 hex trace id>-<16 hex pa
 flags>``; all-zero ids are invalid. Ids are lower-case hex.
 """
 
+import random
 import re
 import secrets
 from contextvars import ContextVar
@@ -39,12 +40,17 @@ class TraceContext:
         return TraceContext(self.trace_id, _span_id(), self.flags)
 
 
+# Trace and span ids must be unique, not secret (W3C Trace Context; OpenTelemetry's SDK draws them the same
+# way): a PRNG seeded from the OS is a fraction of the cost of a getrandom() system call per id.
+_IDS: Final = random.Random(secrets.randbits(128))  # noqa: S311 - unique, not secret
+
+
 def _span_id() -> str:
-    return secrets.token_hex(8)
+    return f"{_IDS.getrandbits(64) or 1:016x}"
 
 
 def new_trace() -> TraceContext:
-    return TraceContext(secrets.token_hex(16), _span_id())
+    return TraceContext(f"{_IDS.getrandbits(128) or 1:032x}", _span_id())
 
 
 def parse_traceparent(value: str | None) -> TraceContext | None:

@@ -6,6 +6,7 @@ uvloop's (libuv: a fraction of asyncio's CPU per socket event on the payment pat
 """
 
 import asyncio
+import gc
 import logging
 import os
 from collections.abc import Callable, Coroutine
@@ -16,6 +17,7 @@ import uvloop
 from payplane.platform.logs import configure_json_logging
 
 EXIT_BAD_CONFIG: Final = 2
+GC_GENERATION0_OBJECTS: Final = 20_000
 EVENT_LOOPS: Final[dict[str, Callable[[], asyncio.AbstractEventLoop]]] = {
     "uvloop": uvloop.new_event_loop,
     "asyncio": asyncio.new_event_loop,
@@ -39,8 +41,19 @@ def serve_from_env(
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_BAD_CONFIG
+    tune_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(run(config))
+
+
+def tune_garbage_collector() -> None:
+    """Move what start-up built (modules, configuration) out of the collector's sight and collect the
+    youngest generation every ``GC_GENERATION0_OBJECTS`` allocations instead of every 700: each payment
+    allocates thousands of short-lived objects that reference counting frees anyway, and the default
+    threshold made the cyclic collector a few per cent of every worker's CPU."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GENERATION0_OBJECTS, *gc.get_threshold()[1:])
 
 
 def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
