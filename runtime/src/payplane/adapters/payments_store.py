@@ -11,7 +11,6 @@ redelivered outcome changes nothing.
 """
 
 import json
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from payplane.payments.state_machine import (
     PaymentStatus,
     apply,
 )
+from payplane.platform import random_ids
 from payplane.platform.group_commit import GroupCommit
 from payplane.platform.tracing import trace_id_of
 from payplane_contracts.ledger_messages import TransferOutcome
@@ -159,7 +159,7 @@ def now_us() -> int:
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
+    return f"{prefix}_{random_ids.token_hex(12)}"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ pipeline run in order, so two requests with one key in a batch behave as two in 
 """
 
 import logging
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Final
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
+from payplane.platform import random_ids
 from payplane.platform.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class RedisEdge:
     async def lease(self, client_id: str, key: str, fingerprint: str) -> Lease:
         if not self._available():
             return Lease(LeaseState.UNAVAILABLE)
-        token = f"{fingerprint}:{secrets.token_hex(8)}"
+        token = f"{fingerprint}:{random_ids.token_hex(8)}"
         return await self._leases.submit(_LeaseAsk(f"payplane:idem:{client_id}:{key}", token, fingerprint))
 
     async def _lease_batch(self, asks: Sequence[_LeaseAsk]) -> list[Lease]:

@@ -62,7 +62,7 @@ class LoopTurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__()
         self._pending: list[str] = []
-        self._scheduled = False
+        self._flushing_loop: asyncio.AbstractEventLoop | None = None  # the loop a flush is scheduled on
 
     def emit(self, record: logging.LogRecord) -> None:  # called with the handler's lock held
         try:
@@ -70,17 +70,20 @@ class LoopTurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:  # noqa: BLE001 - logging.Handler contract: report through handleError, never raise
             self.handleError(record)
             return
-        loop = _running_loop()
+        flushing_loop = self._flushing_loop
+        if flushing_loop is not None and not flushing_loop.is_closed() and record.levelno < logging.WARNING:
+            return  # this turn's flush is already on its way
+        loop = _running_loop()  # (costs a getpid() system call on Python 3.11: once per turn, not per line)
         if record.levelno >= logging.WARNING or loop is None:
             self._write_pending()
-        elif not self._scheduled:
-            self._scheduled = True
+        else:
+            self._flushing_loop = loop
             loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.acquire()
         try:
-            self._scheduled = False
+            self._flushing_loop = None
             self._write_pending()
         finally:
             self.release()
