@@ -90,7 +90,7 @@ bench-ledger: infra-up ## ledger writer throughput: batch 1/100/1000/2000, unifo
 
 .PHONY: bench-payments
 bench-payments: infra-up ## end to end through gateway, worker and ledger: payments/s accepted and settled, latencies at max and half rate
-	$(BIN)/python -m tests.bench.payments_bench --duration-s 20 --concurrency 64 --writers 1 --workers 1 --gateways 1
+	$(BIN)/python -m tests.bench.payments_bench --duration-s 20 --concurrency 128 --writers 1 --workers 1 --gateways 1
 
 .PHONY: bench-operator
 bench-operator: infra-up ## operator: time from kubectl apply to Ready (rail + 2 shards), memory with 100 rails

@@ -596,7 +596,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration-s", type=float, default=20.0, help="length of each measured run")
     parser.add_argument("--payments-max", type=int, default=100_000, help="cap on the max-rate run's payments")
-    parser.add_argument("--concurrency", type=int, default=64, help="in-flight requests in the max-rate run")
+    parser.add_argument("--concurrency", type=int, default=128, help="in-flight requests in the max-rate run")
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--writers", type=int, choices=range(1, PARTITIONS + 1), default=1, help="ledger writers")
     parser.add_argument("--workers", type=int, default=1, help="payment worker processes")

@@ -28,10 +28,11 @@ from payplane_contracts.topics import RailTopics
 # The broker answers a fetch once it holds this many bytes of commands or after the wait, whichever comes
 # first. A batch costs the writer and its database about a millisecond of CPU whatever its size, so a
 # writer that applied every command as it arrived would spend most of its time on one-command batches at
-# moderate rates; a few milliseconds of waiting gives batches of tens instead (the payment path's
-# accept→settled budget is 250 ms). Under load the bytes arrive first and nothing waits.
+# moderate rates; waiting a little gives batches of tens instead, and leaves the CPU to the accept path
+# (the payment path's accept→settled budget is 250 ms; docs/benchmarks.md). Under load the bytes arrive
+# first and nothing waits.
 FETCH_MIN_BYTES: Final = 256 * 1024
-FETCH_MAX_WAIT_MS: Final = 10
+FETCH_MAX_WAIT_MS: Final = 30
 
 SESSION_SETTINGS = KEY_LOOKUP_SESSION  # plan each lookup for its values (postgres_sessions)
 

@@ -38,7 +38,7 @@ SAFETY_POLL_S: Final = 5.0
 # A round costs a transaction and a produce request whatever its size. At moderate rates every commit
 # would otherwise get a round of its own; starting rounds at most this often sends several commits' rows
 # together, for at most this much added latency (a full round starts the next one at once).
-ROUND_INTERVAL_MIN_S: Final = 0.005
+ROUND_INTERVAL_MIN_S: Final = 0.020
 RETRY_BACKOFF_S_MAX: Final = 5.0
 RECORD_BATCH_BYTES_MAX: Final = 512 * 1024  # per topic partition; below the client's 1 MiB request limit
 _PARTITIONER: Final = DefaultPartitioner()
