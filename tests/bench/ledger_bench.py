@@ -35,9 +35,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
 from payplane.adapters.ledger_verify import verify
-from payplane.adapters.ledger_writer_io import SESSION_SETTINGS, KafkaCommandLog, PostgresLedgerStore, partition_lookup
+from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
+from payplane.adapters.postgres_sessions import KEY_LOOKUP_SESSION
 from payplane.devinfra.endpoints import read_endpoints
 from payplane.devinfra.settings import load_settings
 from payplane.ledger.batch import apply_batch, ids_to_load
@@ -279,7 +280,7 @@ async def run_relay(bootstrap: str, dsn: str, pattern: str, count: int, batch: i
 
 
 async def run_set_based(dsn: str, pattern: str, count: int, batch: int) -> Timing:
-    conn = await asyncpg.connect(dsn, server_settings=SESSION_SETTINGS)
+    conn = await asyncpg.connect(dsn, server_settings=KEY_LOOKUP_SESSION)
     requests = _transfers(pattern, count)
     clock = CpuClock([conn.get_server_pid()])
     for start in range(0, count, batch):

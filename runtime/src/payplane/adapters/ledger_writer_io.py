@@ -34,7 +34,6 @@ from payplane_contracts.topics import RailTopics
 FETCH_MIN_BYTES: Final = 256 * 1024
 FETCH_MAX_WAIT_MS: Final = 30
 
-SESSION_SETTINGS = KEY_LOOKUP_SESSION  # plan each lookup for its values (postgres_sessions)
 
 _TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError)
 
@@ -64,7 +63,9 @@ class PostgresLedgerStore:
         try:
             conn = self._conns[role]
             if conn is None or conn.is_closed():
-                conn = self._conns[role] = await asyncpg.connect(self.dsn, timeout=5, server_settings=SESSION_SETTINGS)
+                conn = self._conns[role] = await asyncpg.connect(
+                    self.dsn, timeout=5, server_settings=KEY_LOOKUP_SESSION
+                )
             yield conn
         except _TRANSIENT_PG as exc:
             broken = self._conns[role]

@@ -182,7 +182,6 @@ class OutboxRelay:
     async def _sleep_until_notified(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=self.safety_poll_s)
-        self._wake.clear()
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
         """One round: claim up to a round's rows, send their messages, mark the rows; returns the rows."""
