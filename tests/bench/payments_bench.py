@@ -400,6 +400,14 @@ async def open_loop(http: LoadClients, requests: Requests, rate_per_s: float, du
     return samples
 
 
+def write_samples(path: Path, samples: Sequence[Sample]) -> None:
+    """One line per request of the open loop: seconds since its start, latency in ms, status (to see when
+    the slow ones happened)."""
+    start_s = samples[0].scheduled_s if samples else 0.0
+    lines = (f"{s.scheduled_s - start_s:.4f} {s.latency_s * 1000:.2f} {s.status}" for s in samples)
+    path.write_text("\n".join(lines) + "\n")
+
+
 # --- read-back ----------------------------------------------------------------------------------------
 
 
@@ -581,6 +589,8 @@ async def main(args: argparse.Namespace) -> int:
         half = await figures(f"{name}, {half_rate:,.0f}/s)", rail, http, half_samples, cpu_before)
         print_figures(half)
         runs.append(half)
+        if args.samples_out:
+            write_samples(Path(args.samples_out), half_samples)
         every = warm + peak_samples + half_samples
         replays_ok = await replays_match(http, every)
         books_ok, books = await books_balance(rail, [s.payment_id for s in every if s.accepted])
@@ -606,5 +616,6 @@ if __name__ == "__main__":
         "--open-rate-per-s", type=float, default=0.0, help="skip the max-rate run; run the open loop at this rate"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--samples-out", default="", help="write the open loop's requests (start, latency) here")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         sys.exit(runner.run(main(parser.parse_args())))

@@ -277,6 +277,22 @@ async def test_concurrent_creates_each_get_their_own_answer(http: aiohttp.Client
     assert count == 30
 
 
+async def test_a_refused_request_frees_its_key_for_the_corrected_retry(http: aiohttp.ClientSession, rail: Rail) -> None:
+    """The gateway takes the key's Redis lease with the rate check; the worker refuses the request and
+    frees the lease at once, so the corrected request with the same key is a new payment, not a 409/422."""
+    a = rail.clients[0]
+    source, wallet = await accounts(http, rail, a)
+    idem = key()
+    wrong = {"amount": 9, "currency": "EUR", "source": source, "destination": source}
+    status, error, _, _ = await post(http, rail, a, "/v1/payments", wrong, idem)
+    assert (status, error["error"]["code"]) == (400, "parameter_invalid")
+
+    corrected = {**wrong, "destination": wallet}
+    status, payment, _, _ = await post(http, rail, a, "/v1/payments", corrected, idem)
+    assert status == 200, payment
+    assert (payment["amount"], payment["destination"]) == (9, wallet)
+
+
 async def test_same_key_other_body_is_422_and_redis_loss_never_duplicates(
     http: aiohttp.ClientSession, rail: Rail
 ) -> None:

@@ -6,7 +6,7 @@ import socket
 import time
 import uuid
 
-from payplane.adapters.redis_edge import LeaseState, RedisEdge
+from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge
 from tests.integration.conftest import Infra
 
 
@@ -44,6 +44,44 @@ async def test_concurrent_rate_checks_count_like_sequential_ones(infra: Infra) -
         await edge.close()
 
 
+async def test_admissions_check_the_rate_and_take_the_lease_in_one_round_trip(infra: Infra) -> None:
+    """What the gateway asks for every POST: each concurrent admission gets the rate decision and the
+    lease it would get alone, and a request the rate check refuses takes no lease."""
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    client = f"cli_{uuid.uuid4().hex[:12]}"
+    try:
+        keys = [f"k{i}" for i in range(4)]
+        asks = [edge.admit(client, 1.0, 4, (k, "fp-a")) for k in keys]  # burst 4: 5 pass, one left after these
+        asks.append(edge.admit(client, 1.0, 4, (keys[0], "fp-a")))  # the same request again: in flight
+        asks.append(edge.admit(client, 1.0, 4, (keys[1], "fp-b")))  # refused by the rate check
+        asks.append(edge.admit(client, 1.0, 4, ("k-late", "fp-a")))  # refused too: no lease taken
+        first = await asyncio.gather(*asks)
+
+        assert [a.rate.allowed for a in first] == [True] * 5 + [False] * 2
+        assert [a.lease.state if a.lease else None for a in first[:5]] == [LeaseState.ACQUIRED] * 4 + [
+            LeaseState.HELD_SAME_BODY
+        ]
+        assert (first[5].lease, first[6].lease) == (None, None)
+        assert all(0 < a.rate.retry_after_s <= 1.0 for a in first[5:])
+
+        unlimited = await edge.admit(client, 0.0, 0, ("k-late", "fp-c"))  # the key was not taken above
+        other = await edge.admit(client, 0.0, 0, (keys[1], "fp-b"))
+        plain = await edge.admit(client, 0.0, 0)
+        assert unlimited.lease is not None
+        assert unlimited.lease.state is LeaseState.ACQUIRED
+        assert other.lease is not None
+        assert other.lease.state is LeaseState.HELD_OTHER_BODY
+        assert (plain.rate.allowed, plain.lease) == (True, None)
+
+        assert first[0].lease is not None
+        await edge.release(first[0].lease)  # the worker frees a refused request's key, token and all
+        again = await edge.admit(client, 0.0, 0, (keys[0], "fp-d"))
+        assert again.lease is not None
+        assert again.lease.state is LeaseState.ACQUIRED
+    finally:
+        await edge.close()
+
+
 async def test_an_unreachable_redis_degrades_open_without_waiting() -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
@@ -53,8 +91,10 @@ async def test_an_unreachable_redis_degrades_open_without_waiting() -> None:
         started = time.monotonic()
         leases = await asyncio.gather(*(edge.lease("cli_x", f"k{i}", "fp") for i in range(5)))
         rates = await asyncio.gather(*(edge.rate("cli_x", 1.0, 1) for _ in range(5)))
+        admissions = await asyncio.gather(*(edge.admit("cli_x", 1.0, 1, (f"k{i}", "fp")) for i in range(5)))
         assert {lease.state for lease in leases} == {LeaseState.UNAVAILABLE}
         assert all(d.allowed for d in rates)
+        assert all(a.rate.allowed and a.lease == Lease(LeaseState.UNAVAILABLE) for a in admissions)
         assert time.monotonic() - started < 2.0
     finally:
         await edge.close()

@@ -3,7 +3,7 @@
 import grpc.aio
 from aiohttp.test_utils import TestClient, TestServer
 
-from payplane.gateway.app import Gateway, WorkerPool
+from payplane.gateway.app import Admission, Gateway, WorkerPool
 from payplane.platform.metrics import GatewayMetrics
 
 
@@ -11,8 +11,8 @@ async def _nobody(_key: str) -> None:
     return None
 
 
-async def _always(_client: str) -> tuple[bool, float]:
-    return True, 0.0
+async def _always(_client: str, _idempotency: tuple[str, str] | None) -> Admission:
+    return Admission(True)
 
 
 def _no_channel() -> grpc.aio.Channel:

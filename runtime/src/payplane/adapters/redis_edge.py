@@ -2,13 +2,17 @@
 
 Neither is the truth for money. An idempotency *lease* (``SET NX PX``) answers a concurrent duplicate
 with 409 without touching PostgreSQL, and is released once the request is done; PostgreSQL's unique
-key decides, so a flushed or unreachable Redis never allows a duplicate. Rate limiting is GCRA in one
-Lua round trip. When Redis is unreachable both degrade open (requests go straight to PostgreSQL and
-are not rate-limited) and Redis is skipped for ``breaker_s`` so an outage adds no latency.
+key decides, so a flushed or unreachable Redis never allows a duplicate. Rate limiting is GCRA.
+``admit`` does both in one script and one round trip: the gateway checks a request's rate and takes
+its lease together, then hands the lease to the worker with the request (the worker takes a lease
+itself, with ``lease``, only for callers that did not). When Redis is unreachable both degrade open
+(requests go straight to PostgreSQL and are not rate-limited) and Redis is skipped for ``breaker_s`` so
+an outage adds no latency.
 
-Concurrent callers share round trips: the leases (and the rate checks) asked for in the same moment
+Concurrent callers share round trips: the admissions (and the leases) asked for in the same moment
 are sent as one pipeline (``GroupCommit``), each caller getting its own answer. Commands of a
-pipeline run in order, so two requests with one key in a batch behave as two in a row.
+pipeline run in order, so two requests with one key in a batch behave as two in a row. A client's
+keys share a hash tag (``payplane:{client}:…``), so one script's keys live on one Redis Cluster slot.
 """
 
 import logging
@@ -16,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import RedisError
@@ -34,21 +38,30 @@ BREAKER_S: Final = 1.0
 BATCH_MAX: Final = 256  # commands per pipeline
 BATCHES_IN_FLIGHT: Final = 2
 
-# GCRA (generic cell rate algorithm): one key per client holding the theoretical arrival time (ms).
-# ARGV: now_ms, emission interval ms (1000 / rate), burst. Returns {allowed, retry_after_ms}.
-_GCRA: Final = """
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+# The rate check (GCRA, generic cell rate algorithm: KEYS[1] holds the client's theoretical arrival
+# time in ms) and, once it passed, the idempotency lease (KEYS[2], SET NX PX). ARGV: now_ms, emission
+# interval ms (1000 / rate; 0: no limit), burst, then the lease's token and lifetime in ms.
+# Returns {allowed, retry_after_ms, lease} where lease is 1 (taken), the holder's token (held by another
+# request), or 0 (not asked, or the request was refused).
+_ADMIT: Final = """
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-if tat < now then tat = now end
-local allow_at = tat - interval * burst
-if now < allow_at then
-  return {0, math.ceil(allow_at - now)}
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+  local burst = tonumber(ARGV[3])
+  if tat < now then tat = now end
+  local allow_at = tat - interval * burst
+  if now < allow_at then
+    return {0, math.ceil(allow_at - now), 0}
+  end
+  local new_tat = tat + interval
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
-return {1, 0}
+if #KEYS < 2 then return {1, 0, 0} end
+local holder = redis.call('GET', KEYS[2])
+if holder then return {1, 0, holder} end
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+return {1, 0, 1}
 """
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -77,6 +90,15 @@ class RateDecision:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """A rate check's answer, and the lease taken with it (``None`` when none was asked or the rate
+    check refused the request)."""
+
+    rate: RateDecision
+    lease: Lease | None = None
+
+
+@dataclass(frozen=True)
 class _LeaseAsk:
     name: str
     token: str
@@ -84,11 +106,28 @@ class _LeaseAsk:
 
 
 @dataclass(frozen=True)
-class _RateAsk:
-    key: str
+class _AdmitAsk:
+    rate_key: str
     now_ms: int
-    interval_ms: float
+    interval_ms: float  # 0: no rate limit
     burst: int
+    lease: _LeaseAsk | None
+
+
+def lease_name(client_id: str, key: str) -> str:
+    """The Redis key of a client's idempotency lease (hash-tagged with the client, like its rate key)."""
+    return f"payplane:{{{client_id}}}:idem:{key}"
+
+
+def _rate_name(client_id: str) -> str:
+    return f"payplane:{{{client_id}}}:rate"
+
+
+def _holder_state(holder: bytes | str, fingerprint: str) -> LeaseState:
+    """Whose request holds a taken lease: this body's (in flight: 409) or another's (422)."""
+    text = holder.decode() if isinstance(holder, bytes) else str(holder)
+    same = text.partition(":")[0] == fingerprint
+    return LeaseState.HELD_SAME_BODY if same else LeaseState.HELD_OTHER_BODY
 
 
 class RedisEdge:
@@ -102,8 +141,8 @@ class RedisEdge:
         self._leases: GroupCommit[_LeaseAsk, Lease] = GroupCommit(
             self._lease_batch, max_items=BATCH_MAX, max_in_flight=BATCHES_IN_FLIGHT
         )
-        self._rates: GroupCommit[_RateAsk, RateDecision] = GroupCommit(
-            self._rate_batch, max_items=BATCH_MAX, max_in_flight=BATCHES_IN_FLIGHT
+        self._admissions: GroupCommit[_AdmitAsk, Admission] = GroupCommit(
+            self._admit_batch, max_items=BATCH_MAX, max_in_flight=BATCHES_IN_FLIGHT
         )
 
     async def close(self) -> None:
@@ -120,8 +159,7 @@ class RedisEdge:
     async def lease(self, client_id: str, key: str, fingerprint: str) -> Lease:
         if not self._available():
             return Lease(LeaseState.UNAVAILABLE)
-        token = f"{fingerprint}:{random_ids.token_hex(8)}"
-        return await self._leases.submit(_LeaseAsk(f"payplane:idem:{client_id}:{key}", token, fingerprint))
+        return await self._leases.submit(_lease_ask(client_id, key, fingerprint))
 
     async def _lease_batch(self, asks: Sequence[_LeaseAsk]) -> list[Lease]:
         """SET NX PX for every ask in one pipeline; then the holders of the keys already taken, in one MGET."""
@@ -144,9 +182,7 @@ class RedisEdge:
             if holder is None:  # released in between: let PostgreSQL decide
                 leases.append(Lease(LeaseState.UNAVAILABLE))
                 continue
-            text = holder.decode() if isinstance(holder, bytes) else str(holder)
-            same = text.partition(":")[0] == ask.fingerprint
-            leases.append(Lease(LeaseState.HELD_SAME_BODY if same else LeaseState.HELD_OTHER_BODY))
+            leases.append(Lease(_holder_state(holder, ask.fingerprint)))
         return leases
 
     async def release(self, lease: Lease) -> None:
@@ -158,19 +194,53 @@ class RedisEdge:
             self._failed(exc)  # the lease expires on its own
 
     async def rate(self, client_id: str, per_second: float, burst: int) -> RateDecision:
+        """The rate check alone (requests that carry no idempotency key)."""
         if per_second <= 0 or not self._available():
             return RateDecision(True)
-        ask = _RateAsk(f"payplane:rate:{client_id}", int(time.time() * 1000), 1000.0 / per_second, burst)
-        return await self._rates.submit(ask)
+        return (await self.admit(client_id, per_second, burst)).rate
 
-    async def _rate_batch(self, asks: Sequence[_RateAsk]) -> list[RateDecision]:
-        """The GCRA script for every ask, in one pipeline (in order: a client's requests count one by one)."""
+    async def admit(
+        self, client_id: str, per_second: float, burst: int, idempotency: tuple[str, str] | None = None
+    ) -> Admission:
+        """The rate check and, if the request passed it and carries ``idempotency`` (key, fingerprint),
+        its lease: one script, one round trip (shared with the concurrent callers' pipeline)."""
+        if not self._available():
+            return Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if idempotency else None)
+        if per_second <= 0 and idempotency is None:
+            return Admission(RateDecision(True))
+        lease = _lease_ask(client_id, *idempotency) if idempotency else None
+        interval_ms = 1000.0 / per_second if per_second > 0 else 0.0
+        ask = _AdmitAsk(_rate_name(client_id), int(time.time() * 1000), interval_ms, burst, lease)
+        return await self._admissions.submit(ask)
+
+    async def _admit_batch(self, asks: Sequence[_AdmitAsk]) -> list[Admission]:
+        """The admission script for every ask, in one pipeline (in order: a client's requests count one by
+        one, and two requests with one key find each other's lease)."""
         try:
             pipe = self._client.pipeline(transaction=False)
             for ask in asks:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
-                pipe.eval(_GCRA, 1, ask.key, ask.now_ms, ask.interval_ms, ask.burst)
+                if ask.lease is None:
+                    pipe.eval(_ADMIT, 1, ask.rate_key, ask.now_ms, ask.interval_ms, ask.burst)
+                else:
+                    lease = ask.lease
+                    keys_and_args = (ask.rate_key, lease.name, ask.now_ms, ask.interval_ms, ask.burst, lease.token)
+                    pipe.eval(_ADMIT, 2, *keys_and_args, LEASE_MS)
             answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return [RateDecision(True)] * len(asks)
-        return [RateDecision(bool(allowed), int(retry_ms) / 1000.0) for allowed, retry_ms in answers]
+            return [Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if a.lease else None) for a in asks]
+        return [_admission(ask, answer) for ask, answer in zip(asks, answers, strict=True)]
+
+
+def _lease_ask(client_id: str, key: str, fingerprint: str) -> _LeaseAsk:
+    return _LeaseAsk(lease_name(client_id, key), f"{fingerprint}:{random_ids.token_hex(8)}", fingerprint)
+
+
+def _admission(ask: _AdmitAsk, answer: list[Any]) -> Admission:
+    allowed, retry_ms, lease_answer = answer
+    rate = RateDecision(bool(allowed), int(retry_ms) / 1000.0)
+    if ask.lease is None or not allowed:
+        return Admission(rate)
+    if lease_answer == 1:
+        return Admission(rate, Lease(LeaseState.ACQUIRED, ask.lease.name, ask.lease.token))
+    return Admission(rate, Lease(_holder_state(lease_answer, ask.lease.fingerprint)))

@@ -56,8 +56,20 @@ class RateLimitedError(Exception):
         self.error = ApiError("rate_limited", "too many requests; retry after the Retry-After delay")
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A client's rate check and, for a request with an idempotency key, the lease taken with it in the
+    same round trip (``lease_state`` empty: none was taken; the worker takes it itself)."""
+
+    allowed: bool
+    retry_after_s: float = 0.0
+    lease_state: str = ""
+    lease_token: str = ""
+
+
 Authenticator = Callable[[str], Awaitable[Principal | None]]
-RateCheck = Callable[[str], Awaitable[tuple[bool, float]]]
+# (client id, (idempotency key, fingerprint) or None) -> the admission
+Admitter = Callable[[str, tuple[str, str] | None], Awaitable[Admission]]
 
 
 class WorkerPool:
@@ -207,13 +219,13 @@ class Gateway:
         self,
         workers: WorkerPool,
         authenticate: Authenticator,
-        rate_check: RateCheck,
+        admission: Admitter,
         body_bytes_max: int = 16 * 1024,
         observer: RequestObserver | None = None,
     ) -> None:
         self.workers = workers
         self.authenticate = authenticate
-        self.rate_check = rate_check
+        self.admission = admission
         self.body_bytes_max = body_bytes_max
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
@@ -282,25 +294,46 @@ class Gateway:
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in ("/openapi.json", "/healthz"):
             return await handler(request)
+        authorization = request.headers.get("Authorization", "")
         try:
-            request["principal"] = await self.admit(request.headers.get("Authorization", ""))
+            if request.method == "POST":
+                # every POST carries an Idempotency-Key: its rate check runs in _post_body, once the body is
+                # valid, together with the key's lease (one Redis round trip for both)
+                request["principal"] = await self.authenticated(authorization)
+            else:
+                request["principal"] = await self.admit(authorization)
+            return await handler(request)
         except RateLimitedError as exc:
             return error_response(exc.error, {"Retry-After": str(exc.retry_after_s)})
-        return await handler(request)
 
     async def admit(self, authorization: str) -> Principal:
         """The client an ``Authorization: Bearer sk_...`` value names, once it passed the rate limit.
         Raises ApiError (401) for a missing or bad key and RateLimitedError; both edges (REST, gRPC) use it."""
+        principal = await self.authenticated(authorization)
+        self._allowed(await self.admission(principal.client_id, None))
+        return principal
+
+    async def authenticated(self, authorization: str) -> Principal:
+        """The client an ``Authorization: Bearer sk_...`` value names (ApiError 401 for a missing or bad key)."""
         if not authorization:
             raise ApiError("api_key_missing", "send your API key as 'Authorization: Bearer sk_...'")
         scheme, _, key = authorization.partition(" ")
         principal = await self._principal(key.strip()) if scheme.lower() == "bearer" else None
         if principal is None:
             raise ApiError("api_key_invalid", "the API key is invalid or revoked")
-        allowed, retry_after_s = await self.rate_check(principal.client_id)
-        if not allowed:
-            raise RateLimitedError(max(1, int(retry_after_s + 0.999)))
         return principal
+
+    async def admit_idempotent(self, principal: Principal, idempotency: pb.Idempotency) -> None:
+        """Rate-check a request that carries an idempotency key and take the key's lease in the same
+        round trip; the lease travels to the worker in ``idempotency``. Raises RateLimitedError."""
+        admission = await self.admission(principal.client_id, (idempotency.key, idempotency.fingerprint))
+        self._allowed(admission)
+        idempotency.lease_state, idempotency.lease_token = admission.lease_state, admission.lease_token
+
+    @staticmethod
+    def _allowed(admission: Admission) -> None:
+        if not admission.allowed:
+            raise RateLimitedError(max(1, int(admission.retry_after_s + 0.999)))
 
     async def _principal(self, key: str) -> Principal | None:
         now = time.monotonic()
@@ -360,7 +393,9 @@ class Gateway:
         else:
             body = {}
         values = schema.validate_body(body, fields)
-        return values, pb.Idempotency(key=key, fingerprint=fingerprint(request.method, request.path, values))
+        idempotency = pb.Idempotency(key=key, fingerprint=fingerprint(request.method, request.path, values))
+        await self.admit_idempotent(request["principal"], idempotency)
+        return values, idempotency
 
     @staticmethod
     def _json(value: object, replayed: bool = False) -> web.Response:

@@ -114,7 +114,8 @@ class PublicPaymentService:
         check_field_sizes(request)
         request.caller.CopyFrom(pb.Caller(client_id=principal.client_id))  # type: ignore[attr-defined]
         if "idempotency" in request.DESCRIPTOR.fields_by_name:
-            request.idempotency.ClearField("fingerprint")  # type: ignore[attr-defined]
+            for name in ("fingerprint", "lease_state", "lease_token"):  # the gateway's to set, not the client's
+                request.idempotency.ClearField(name)  # type: ignore[attr-defined]
         if isinstance(request, pb.CreatePaymentRequest):
             return await self.gateway.create_payment_call(request)  # batched like the REST edge's
         wait_ms = max(0, min(int(getattr(request, "wait_ms", 0)), WAIT_MS_MAX))

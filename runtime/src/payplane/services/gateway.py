@@ -34,7 +34,7 @@ from payplane.adapters.grpc_mtls import RotatingChannel
 from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
 from payplane.gateway import grpc_edge
-from payplane.gateway.app import Gateway, Principal, WorkerPool
+from payplane.gateway.app import Admission, Gateway, Principal, WorkerPool
 from payplane.gateway.grpc_edge import PublicPaymentService
 from payplane.payments.errors import ApiError
 from payplane.platform.metrics import GatewayMetrics
@@ -98,17 +98,20 @@ async def run(config: GatewayConfig) -> int:
             raise ApiError("service_unavailable", "API keys cannot be checked right now; retry shortly") from None
         return Principal(client.id, client.role) if client else None
 
-    async def rate_check(client_id: str) -> tuple[bool, float]:
+    async def admission(client_id: str, idempotency: tuple[str, str] | None) -> Admission:
         if redis is None:
-            return True, 0.0
-        decision = await redis.rate(client_id, config.rate_per_s, config.rate_burst)
-        return decision.allowed, decision.retry_after_s
+            return Admission(True)
+        answer = await redis.admit(client_id, config.rate_per_s, config.rate_burst, idempotency)
+        lease = answer.lease
+        if lease is None:
+            return Admission(answer.rate.allowed, answer.rate.retry_after_s)
+        return Admission(answer.rate.allowed, answer.rate.retry_after_s, lease.state.value, lease.token)
 
     metrics = GatewayMetrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     gateway = Gateway(
-        WorkerPool([c.channel for c in channels]), authenticate, rate_check, config.body_bytes_max, observer=metrics
+        WorkerPool([c.channel for c in channels]), authenticate, admission, config.body_bytes_max, observer=metrics
     )
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()

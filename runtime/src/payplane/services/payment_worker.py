@@ -54,7 +54,7 @@ from payplane.adapters.payments_store import (
 )
 from payplane.adapters.policy_file import PolicyFile
 from payplane.adapters.postgres_migrations import migrate
-from payplane.adapters.redis_edge import LeaseState, RedisEdge
+from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge, lease_name
 from payplane.adapters.svid import SvidSource
 from payplane.ledger.model import AMOUNT_MAX_MINOR
 from payplane.payments.errors import ApiError
@@ -283,7 +283,7 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
             code = "idempotency_key_missing" if not request.idempotency.key else "idempotency_key_invalid"
             raise ApiError(code, str(exc), "Idempotency-Key") from None
         fingerprint = request.idempotency.fingerprint or _fingerprint(request)
-        lease = await self.redis.lease(client_id, key, fingerprint) if self.redis else None
+        lease = await self._lease(client_id, key, fingerprint, request.idempotency)
         stored = False
         try:
             if lease is not None and lease.state in (LeaseState.HELD_SAME_BODY, LeaseState.HELD_OTHER_BODY):
@@ -310,6 +310,18 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
         if replayed:
             response.replayed = True  # type: ignore[attr-defined]
         return response
+
+    async def _lease(self, client_id: str, key: str, fingerprint: str, idempotency: pb.Idempotency) -> Lease | None:
+        """The lease the gateway took with its rate check (one Redis round trip for both), else our own."""
+        if idempotency.lease_state:
+            try:
+                state = LeaseState(idempotency.lease_state)
+            except ValueError:
+                raise ApiError("parameter_invalid", "unknown idempotency lease state", "lease_state") from None
+            if state is LeaseState.ACQUIRED:
+                return Lease(state, lease_name(client_id, key), idempotency.lease_token)
+            return Lease(state)
+        return await self.redis.lease(client_id, key, fingerprint) if self.redis else None
 
     def _in_transaction(
         self, body: Callable[[Conn, str], Awaitable[bytes]]
