@@ -226,8 +226,10 @@ class PaymentsStore:
         topics: RailTopics,
         partitions: int,
         observe_create_batch: Callable[[int], None] | None = None,
+        create_pool: asyncpg.Pool | None = None,
     ) -> None:
         self.pool = pool
+        self.create_pool = create_pool or pool  # the group commit's creates (see open)
         self.topics = topics
         self.partitions = partitions
         self._accounts: dict[str, dict[str, Any]] = {}
@@ -258,10 +260,22 @@ class PaymentsStore:
             reset=_keep_session,
             server_settings=KEY_LOOKUP_SESSION,
         )
-        return cls(pool, topics, partitions, observe_create_batch)
+        # The creates' statement looks nothing up in a table (it inserts, and ON CONFLICT probes a unique
+        # index whatever the plan): its cached generic plan is right at any size, and planning it anew
+        # for every batch (as KEY_LOOKUP_SESSION would) costs 0.3-0.45 ms of a ~1 ms statement.
+        try:
+            create_pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=CREATE_BATCHES_IN_FLIGHT + 1, timeout=10, reset=_keep_session
+            )
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, topics, partitions, observe_create_batch, create_pool)
 
     async def close(self) -> None:
         await self.pool.close()
+        if self.create_pool is not self.pool:
+            await self.create_pool.close()
 
     # --- the idempotency contract ---------------------------------------------------------------
 
@@ -506,7 +520,7 @@ class PaymentsStore:
             )
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        record = await self.pool.fetchrow(CREATE_PAYMENTS_SQL, *columns)
+        record = await self.create_pool.fetchrow(CREATE_PAYMENTS_SQL, *columns)
         assert record is not None
         return set(record[0])
 
