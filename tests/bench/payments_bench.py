@@ -402,10 +402,11 @@ async def open_loop(http: LoadClients, requests: Requests, rate_per_s: float, du
 
 def write_samples(path: Path, samples: Sequence[Sample]) -> None:
     """One line per request of the open loop: seconds since its start, latency in ms, status (to see when
-    the slow ones happened)."""
+    the slow ones happened), after a first line ``# <Unix time of the first request>`` (to line them up
+    with the processes' logs)."""
     start_s = samples[0].scheduled_s if samples else 0.0
     lines = (f"{s.scheduled_s - start_s:.4f} {s.latency_s * 1000:.2f} {s.status}" for s in samples)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(f"# {time.time() - time.perf_counter() + start_s:.3f}\n" + "\n".join(lines) + "\n")
 
 
 # --- read-back ----------------------------------------------------------------------------------------
