@@ -36,7 +36,7 @@ AUTH_CACHE_S: Final = 5.0  # a revoked key stops working within this long
 JSON: Final = "application/json"
 ADMIN_ROLE: Final = "admin"
 CREATE_BATCH_MAX: Final = 128  # CreatePayment calls per gRPC call to a worker
-CREATE_BATCHES_PER_WORKER: Final = 1  # batch calls in flight per worker replica; more requests queue for the next
+CREATE_BATCHES_PER_WORKER: Final = 2  # batch calls in flight per worker replica (one forms while the other travels)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
