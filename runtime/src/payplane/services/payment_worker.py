@@ -313,13 +313,14 @@ class PaymentService(pb_grpc.PaymentServiceServicer):  # type: ignore[misc]
 
     async def _lease(self, client_id: str, key: str, fingerprint: str, idempotency: pb.Idempotency) -> Lease | None:
         """The lease the gateway took with its rate check (one Redis round trip for both), else our own."""
-        if idempotency.lease_state:
-            try:
-                state = LeaseState(idempotency.lease_state)
-            except ValueError:
-                raise ApiError("parameter_invalid", "unknown idempotency lease state", "lease_state") from None
-            if state is LeaseState.ACQUIRED:
-                return Lease(state, lease_name(client_id, key), idempotency.lease_token)
+        try:
+            state = LeaseState(idempotency.lease_state) if idempotency.lease_state else None
+        except ValueError:  # a gateway of another version: take the lease here, as for any other caller
+            log.warning("unknown idempotency lease state %r: taking the lease here", idempotency.lease_state[:40])
+            state = None
+        if state is LeaseState.ACQUIRED:
+            return Lease(state, lease_name(client_id, key), idempotency.lease_token)
+        if state is not None:
             return Lease(state)
         return await self.redis.lease(client_id, key, fingerprint) if self.redis else None
 
