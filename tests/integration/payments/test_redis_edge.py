@@ -35,8 +35,8 @@ async def test_concurrent_rate_checks_count_like_sequential_ones(infra: Infra) -
     edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
     try:
         alone, together = f"cli_{uuid.uuid4().hex[:12]}", f"cli_{uuid.uuid4().hex[:12]}"
-        sequential = [await edge.rate(alone, 1.0, 5) for _ in range(12)]
-        concurrent = await asyncio.gather(*(edge.rate(together, 1.0, 5) for _ in range(12)))
+        sequential = [(await edge.admit(alone, 1.0, 5)).rate for _ in range(12)]
+        concurrent = [a.rate for a in await asyncio.gather(*(edge.admit(together, 1.0, 5) for _ in range(12)))]
         assert sum(d.allowed for d in sequential) == sum(d.allowed for d in concurrent) == 6  # burst + 1
         refused = [d for d in concurrent if not d.allowed]
         assert all(0 < d.retry_after_s <= 1.0 for d in refused)
@@ -90,7 +90,7 @@ async def test_an_unreachable_redis_degrades_open_without_waiting() -> None:
     try:
         started = time.monotonic()
         leases = await asyncio.gather(*(edge.lease("cli_x", f"k{i}", "fp") for i in range(5)))
-        rates = await asyncio.gather(*(edge.rate("cli_x", 1.0, 1) for _ in range(5)))
+        rates = [a.rate for a in await asyncio.gather(*(edge.admit("cli_x", 1.0, 1) for _ in range(5)))]
         admissions = await asyncio.gather(*(edge.admit("cli_x", 1.0, 1, (f"k{i}", "fp")) for i in range(5)))
         assert {lease.state for lease in leases} == {LeaseState.UNAVAILABLE}
         assert all(d.allowed for d in rates)

@@ -193,19 +193,14 @@ class RedisEdge:
         except (RedisError, OSError) as exc:
             self._failed(exc)  # the lease expires on its own
 
-    async def rate(self, client_id: str, per_second: float, burst: int) -> RateDecision:
-        """The rate check alone (requests that carry no idempotency key)."""
-        if per_second <= 0 or not self._available():
-            return RateDecision(True)
-        return (await self.admit(client_id, per_second, burst)).rate
-
     async def admit(
         self, client_id: str, per_second: float, burst: int, idempotency: tuple[str, str] | None = None
     ) -> Admission:
         """The rate check and, if the request passed it and carries ``idempotency`` (key, fingerprint),
-        its lease: one script, one round trip (shared with the concurrent callers' pipeline)."""
+        its lease: one script, one round trip (shared with the concurrent callers' pipeline). Without
+        ``idempotency`` it is the rate check alone."""
         if not self._available():
-            return Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if idempotency else None)
+            return _degraded(idempotency is not None)
         if per_second <= 0 and idempotency is None:
             return Admission(RateDecision(True))
         lease = _lease_ask(client_id, *idempotency) if idempotency else None
@@ -219,21 +214,23 @@ class RedisEdge:
         try:
             pipe = self._client.pipeline(transaction=False)
             for ask in asks:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
-                if ask.lease is None:
-                    pipe.eval(_ADMIT, 1, ask.rate_key, ask.now_ms, ask.interval_ms, ask.burst)
-                else:
-                    lease = ask.lease
-                    keys_and_args = (ask.rate_key, lease.name, ask.now_ms, ask.interval_ms, ask.burst, lease.token)
-                    pipe.eval(_ADMIT, 2, *keys_and_args, LEASE_MS)
+                keys = [ask.rate_key] if ask.lease is None else [ask.rate_key, ask.lease.name]
+                token = ask.lease.token if ask.lease is not None else ""
+                pipe.eval(_ADMIT, len(keys), *keys, ask.now_ms, ask.interval_ms, ask.burst, token, LEASE_MS)
             answers = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._failed(exc)
-            return [Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if a.lease else None) for a in asks]
+            return [_degraded(ask.lease is not None) for ask in asks]
         return [_admission(ask, answer) for ask, answer in zip(asks, answers, strict=True)]
 
 
 def _lease_ask(client_id: str, key: str, fingerprint: str) -> _LeaseAsk:
     return _LeaseAsk(lease_name(client_id, key), f"{fingerprint}:{random_ids.token_hex(8)}", fingerprint)
+
+
+def _degraded(with_lease: bool) -> Admission:
+    """Redis is unreachable: allow, and let PostgreSQL alone decide about the key."""
+    return Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if with_lease else None)
 
 
 def _admission(ask: _AdmitAsk, answer: list[Any]) -> Admission:

@@ -102,10 +102,8 @@ async def run(config: GatewayConfig) -> int:
         if redis is None:
             return Admission(True)
         answer = await redis.admit(client_id, config.rate_per_s, config.rate_burst, idempotency)
-        lease = answer.lease
-        if lease is None:
-            return Admission(answer.rate.allowed, answer.rate.retry_after_s)
-        return Admission(answer.rate.allowed, answer.rate.retry_after_s, lease.state.value, lease.token)
+        lease_state, lease_token = (answer.lease.state.value, answer.lease.token) if answer.lease else ("", "")
+        return Admission(answer.rate.allowed, answer.rate.retry_after_s, lease_state, lease_token)
 
     metrics = GatewayMetrics()
     if config.metrics_port:
