@@ -28,11 +28,13 @@ from payplane_contracts.topics import RailTopics
 # The broker answers a fetch once it holds this many bytes of commands or after the wait, whichever comes
 # first. A batch costs the writer and its database about a millisecond of CPU whatever its size, so a
 # writer that applied every command as it arrived would spend most of its time on one-command batches at
-# moderate rates; waiting a little gives batches of tens instead, and leaves the CPU to the accept path
-# (the payment path's accept→settled budget is 250 ms; docs/benchmarks.md). Under load the bytes arrive
-# first and nothing waits.
-FETCH_MIN_BYTES: Final = 256 * 1024
-FETCH_MAX_WAIT_MS: Final = 30
+# moderate rates; waiting gives batches of tens instead, and leaves the CPU to the accept path. The bytes
+# set the wait by the rate: 48 KiB is about 30 ms of commands at the payment path's full load (~2,000
+# payments/s, ~1.5 MB/s over a rail's partitions), where the settle budget is tight (accept→settled p99
+# ≤ 250 ms), and about 60 ms at half of it, where the budget has room and the CPU is better spent on
+# accepting (docs/benchmarks.md, "The writer's fetch waits for bytes"). A backlog fills a fetch at once.
+FETCH_MIN_BYTES: Final = 48 * 1024
+FETCH_MAX_WAIT_MS: Final = 60
 
 
 _TRANSIENT_PG = (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, OSError, asyncio.TimeoutError)
