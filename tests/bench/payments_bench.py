@@ -21,7 +21,9 @@ accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker
 acceptance, and the moment it applied the ledger's answer). Settled/s is the number settled divided
 by the time from the first acceptance to the last settlement, so a ledger that lags the gateway
 shows up as a lower figure. CPU seconds of every payplane process (from /proc) are reported per
-payment, to show where the time goes.
+payment, to show where the time goes. A machine check comes first (``machine_check``): this machine's
+speed at round trips and wake-ups moves from hour to hour, and the figures only compare between runs
+whose checks agree.
 """
 
 import argparse
@@ -52,6 +54,7 @@ from payplane.devinfra.settings import load_settings
 from payplane.devinfra.spire_cli import SpireServerCli
 from payplane.services.entry import GC_GENERATION0_OBJECTS
 from tests.bench.http_load import HttpLoadClient, HttpProtocolError
+from tests.bench.machine_check import check_machine
 from tests.integration.payments.rail_stack import PARTITIONS, Client, Procs, rail_stack
 from tests.integration.test_spire import Spire
 
@@ -566,6 +569,7 @@ def print_figures(f: RunFigures) -> None:
 async def main(args: argparse.Namespace) -> int:
     endpoints = read_endpoints(load_settings().endpoints_file)
     layout = Layout(ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways)
+    print(check_machine().render(), flush=True)  # to read the figures against another day's
     print(
         f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s),"
         f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
