@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
-ROUND_TRIPS: Final = 5_000  # one after the other: both processes stay awake
+from tests.processes import stop_processes
+
+ROUND_TRIPS: Final = 5_000  # one after the other
 IDLE_ROUND_TRIPS: Final = 300  # with IDLE_GAP_S between them: each wakes both processes from sleep
 IDLE_GAP_S: Final = 0.002
 MESSAGE: Final = b"x" * 64
@@ -22,7 +24,7 @@ REFERENCE_ITEMS: Final = 200_000
 
 # a child that echoes whatever arrives on one connection (binds 127.0.0.1 only, on a free port)
 _ECHO_SERVER: Final = """
-import socket, sys
+import socket
 server = socket.create_server(("127.0.0.1", 0))
 print(server.getsockname()[1], flush=True)
 conn, _ = server.accept()
@@ -87,8 +89,7 @@ def round_trips() -> tuple[RoundTrips, RoundTrips]:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return _series(conn, ROUND_TRIPS, 0.0), _series(conn, IDLE_ROUND_TRIPS, IDLE_GAP_S)
     finally:
-        child.kill()
-        child.wait()
+        stop_processes([child], grace_s=1.0)
 
 
 def reference_ms() -> float:
