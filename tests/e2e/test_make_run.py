@@ -174,9 +174,8 @@ def test_balances_are_read_from_the_shard_databases_the_operator_gave_the_worker
 
 
 def test_a_restarted_kubelet_reaps_the_old_processes_and_runs_the_pods_again(platform: Platform) -> None:
-    before = {
-        (p["metadata"]["uid"], c["name"]): _pid(c) for p in platform.pods() for c in p["status"]["containerStatuses"]
-    }
+    pods = _wait_all_ready(platform, "before the kubelet restart")  # an autoscaler may have just added one
+    before = {(p["metadata"]["uid"], c["name"]): _pid(c) for p in pods for c in p["status"]["containerStatuses"]}
     kubelet_pid = platform.kubelet.recorded_pid()
     assert kubelet_pid is not None
     os.kill(kubelet_pid, signal.SIGKILL)  # no chance to stop its pods: they become orphans

@@ -15,6 +15,7 @@ over them (round robin, re-resolving when a worker goes away).
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 from dataclasses import dataclass
@@ -42,9 +43,16 @@ from payplane.services.entry import ConfigError, serve_from_env
 
 log = logging.getLogger("payplane.gateway")
 AUTH_TIMEOUT_S: Final = 5.0  # an unreachable payments database answers 503, not a hung request
+# Calls to the workers wait for a ready replica (within their deadline) rather than fail at once while
+# the channel connects: a replaced or newly scaled worker's address comes with the next resolution, and
+# until the channel has connected to it a fail-fast call would answer the client 503.
+_SERVICE_CONFIG: Final = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{"name": [{}], "waitForReady": True}]}
+)
 GRPC_OPTIONS: Final[list[tuple[str, str | int]]] = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.dns_min_time_between_resolutions_ms", 1_000),
 ]
 
