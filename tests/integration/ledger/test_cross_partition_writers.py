@@ -33,6 +33,7 @@ def _name_on(partition: int, prefix: str) -> str:
 
 
 PAYER, MERCHANT, FROZEN = _name_on(0, "payer"), _name_on(1, "merchant"), _name_on(1, "frozen")
+CAPPED = _name_on(1, "capped")
 
 
 async def _send(bootstrap: str, topic: str, commands: list[tuple[int, bytes]]) -> None:
@@ -130,3 +131,82 @@ async def test_two_writers_settle_cross_partition_payments(
     assert young.passed
     assert old.violation_count == 1
     assert old.violations[0].startswith("lost: neither credited nor reversed")
+
+
+async def _run_until_outcomes(
+    writer: LedgerWriter, shard: asyncpg.Connection, rail: RailTopics, ids: set[str]
+) -> dict[str, str]:
+    outcomes: dict[str, str] = {}
+    for _ in range(200):
+        await writer.run_once()
+        outcomes = {o.transfer_id: o.result for o in await outcomes_in_outbox(shard, rail.ledger_results)}
+        if ids <= outcomes.keys():
+            return outcomes
+    pytest.fail(f"outcomes of {sorted(ids)} did not arrive; got {outcomes}")
+
+
+async def test_a_writer_owning_both_partitions_posts_both_legs_in_one_batch(
+    infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
+) -> None:
+    """No leg goes through the outbox and Kafka when the writer owns the other partition too: with no relay
+    running, the credit leg, or a refused credit leg's reversal, are applied in the batch of the first leg."""
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    world = _name_on(0, "world")
+    log = KafkaCommandLog(bootstrap, rail, GROUP, [0, 1])
+    await log.start()
+    writer = LedgerWriter(
+        topic=rail.ledger_commands,
+        partitions=[0, 1],
+        writer_id="both",
+        store=PostgresLedgerStore(shard_dsn, rail),
+        log_=log,
+        partition_of=partition_of,
+    )
+    await writer.start()
+    relay = OutboxRelay(shard_dsn, bootstrap, source="xp-both", safety_poll_s=1.0)
+    try:
+        # the first payment into partition 1 opens its transit account (through the outbox: the batch
+        # that made the leg did not know whether that account existed yet)
+        await _send(
+            bootstrap,
+            rail.ledger_commands,
+            [
+                _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
+                _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
+                _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
+                _account(AccountSpec(CAPPED, "EUR", "capped", AccountFlags(credits_must_not_exceed_debits=True))),
+                _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+                _transfer(TransferRequest("pay-first", TransferMode.POSTED, PAYER, MERCHANT, 100, "EUR")),
+            ],
+        )
+        relay_task = asyncio.create_task(relay.run())
+        try:
+            first = await _run_until_outcomes(writer, shard, rail, {"pay-first"})
+        finally:
+            relay.stop()
+            await relay_task
+        assert first["pay-first"] == "ok"
+        legs_sent = await shard.fetchval("select count(*) from outbox where topic = $1", rail.ledger_commands)
+
+        await _send(
+            bootstrap,
+            rail.ledger_commands,
+            [
+                _transfer(TransferRequest("pay-ok", TransferMode.POSTED, PAYER, MERCHANT, 300, "EUR")),
+                _transfer(TransferRequest("pay-capped", TransferMode.POSTED, PAYER, CAPPED, 200, "EUR")),
+            ],
+        )
+        outcomes = await _run_until_outcomes(writer, shard, rail, {"pay-ok", "pay-capped"})
+    finally:
+        await log.stop()
+    assert outcomes["pay-ok"] == "ok"
+    assert outcomes["pay-capped"] == "exceeds_debits"  # the credit leg refused, the first leg reversed
+    assert await shard.fetchval("select count(*) from outbox where topic = $1", rail.ledger_commands) == legs_sent
+    balances = dict(await shard.fetch("select id, credits_posted_minor - debits_posted_minor from accounts"))
+    assert balances[PAYER] == 600
+    assert balances[MERCHANT] == 400
+    assert sum(v for k, v in balances.items() if k.startswith("~transit:")) == 0
+    report = await verify(shard)
+    assert report.passed, report.render()
+    cross = await cross_partition_check([shard], now_us=time.time_ns() // 1000)
+    assert cross.passed, cross.violations

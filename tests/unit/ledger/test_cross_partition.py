@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payplane.ledger.batch import Command, apply_batch
+from payplane.ledger.batch import Command, Forward, apply_batch, split_forwards
 from payplane.ledger.engine import Ledger
 from payplane.ledger.model import AccountFlags, AccountSpec, AccountStatus, TransferMode, TransferRequest
 from payplane_contracts.ledger_messages import TransferOutcome
@@ -234,3 +234,21 @@ def test_random_traffic_settles_with_every_transfer_decided_once(
     for transfer_id in sent:
         results = {o.result for o in cluster.outcomes if o.transfer_id == transfer_id} - {"exists"}
         assert len(results) == 1, f"{transfer_id} decided as {results}"
+
+
+def test_split_forwards_keeps_here_only_legs_for_owned_partitions_whose_accounts_are_loaded() -> None:
+    ledger = Ledger()
+    for spec in (
+        AccountSpec(B, "EUR", "b"),
+        AccountSpec("~transit:EUR:1", "EUR", "transit", AccountFlags(internal=True)),
+    ):
+        ledger.create_account(spec, 1)
+    leg_to_b = Forward(1, TransferRequest("x~1", TransferMode.POSTED, "~transit:EUR:1", B, 5, "EUR"))
+    leg_to_unloaded = Forward(1, TransferRequest("y~1", TransferMode.POSTED, "~transit:EUR:1", "elsewhere", 5, "EUR"))
+    leg_to_c = Forward(2, TransferRequest("z~2", TransferMode.POSTED, "~transit:EUR:2", C, 5, "EUR"))
+
+    remote, local = split_forwards([leg_to_b, leg_to_unloaded, leg_to_c], ledger, owned=[0, 1])
+
+    assert local == [leg_to_b]
+    assert remote == [leg_to_unloaded, leg_to_c]
+    assert split_forwards([leg_to_b], ledger, owned=[0]) == ([leg_to_b], [])

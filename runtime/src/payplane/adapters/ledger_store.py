@@ -144,57 +144,82 @@ def _transfer_from_row(row: asyncpg.Record) -> Transfer:
 @dataclass(frozen=True)
 class BatchRows:
     """One batch as the rows it writes, copied out of the in-memory ledger when the batch was decided.
+    A batch may span several partitions of one writer: every row carries its partition, and the
+    transaction checks the writer's epoch on each of them.
 
     The copy is what makes pipelining safe: the writer goes on deciding the next batch, mutating the
     same cached account (and pending transfer) objects, while these rows commit."""
 
-    partition: int
-    epoch: int
+    epochs: list[tuple[int, int]]  # (partition, the writer's epoch on it), by partition
     accounts: list[tuple[object, ...]]
     balances: list[tuple[str, int, int, int, int]]
     transfers: list[tuple[object, ...]]
     pending_states: list[tuple[str, str | None]]
-    rejections: list[tuple[str, str, str]]
+    rejections: list[tuple[str, int, str, str]]
     outbox: list[tuple[object, ...]]
     offsets: list[tuple[str, int, int]]
     now_us: int
     ids_assumed_new: bool = False
 
+    @property
+    def partitions(self) -> list[int]:
+        return [partition for partition, _ in self.epochs]
 
-def prepare_rows(outcome: BatchOutcome, ledger: Ledger) -> BatchRows:
-    """The rows of one batch (pure; no I/O). Every account and transfer a batch writes lives on the batch's
-    partition: a writer never touches another partition's accounts (misrouted commands are
-    dead-lettered, cross-partition transfers move through this partition's transit account)."""
-    partition = outcome.partition
-    # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved
+
+def prepare_rows(parts: "BatchOutcome | Sequence[BatchOutcome]", ledger: Ledger) -> BatchRows:
+    """The rows of one batch, made of one part per partition (pure; no I/O). Every account and transfer a
+    part writes lives on the part's partition: a writer never touches a partition it does not own
+    (misrouted commands are dead-lettered, cross-partition transfers move through transit accounts)."""
+    parts = [parts] if isinstance(parts, BatchOutcome) else list(parts)
+    if not parts:
+        raise ValueError("a batch has at least one partition's part")
+    # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved;
+    # one row per account, read once every part is decided (an account two parts moved is written once)
     touched = sorted(
-        {a for c in outcome.changes for t in _transfers_of(c) for a in (t.debit_account_id, t.credit_account_id)}
+        {
+            a
+            for part in parts
+            for c in part.changes
+            for t in _transfers_of(c)
+            for a in (t.debit_account_id, t.credit_account_id)
+        }
     )
     accounts = ledger.accounts
+    offsets: dict[tuple[str, int], int] = {}
+    for part in parts:
+        offsets.update(part.offsets)
     return BatchRows(
-        partition=partition,
-        epoch=outcome.epoch,
-        accounts=[_account_record(a, partition) for a in outcome.new_accounts],
+        epochs=sorted({part.partition: part.epoch for part in parts}.items()),
+        accounts=[_account_record(a, part.partition) for part in parts for a in part.new_accounts],
         balances=[
             (a_id, a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
             for a_id, a in ((a_id, accounts[a_id]) for a_id in touched)
         ],
-        transfers=[_transfer_record(c.transfer, partition) for c in outcome.changes if c.transfer is not None],
+        transfers=[
+            _transfer_record(c.transfer, part.partition)
+            for part in parts
+            for c in part.changes
+            if c.transfer is not None
+        ],
         pending_states=[
             (t.id, t.pending_state.value if t.pending_state else None)
-            for t in (c.pending_resolved for c in outcome.changes)
+            for part in parts
+            for t in (c.pending_resolved for c in part.changes)
             if t is not None
         ],
         rejections=[
-            (r.id, result.value, encode_request(r).decode())
-            for r, result in (c.rejection for c in outcome.changes if c.rejection is not None)
+            (r.id, part.partition, result.value, encode_request(r).decode())
+            for part in parts
+            for r, result in (c.rejection for c in part.changes if c.rejection is not None)
         ],
-        outbox=[(partition, m.topic, m.kafka_partition, m.key, m.payload, m.packed) for m in outcome.outbox],
-        offsets=[
-            (topic, kafka_partition, offset) for (topic, kafka_partition), offset in sorted(outcome.offsets.items())
+        outbox=[
+            (part.partition, m.topic, m.kafka_partition, m.key, m.payload, m.packed)
+            for part in parts
+            for m in part.outbox
         ],
-        now_us=outcome.now_us,
-        ids_assumed_new=outcome.ids_assumed_new,
+        offsets=[(topic, kafka_partition, offset) for (topic, kafka_partition), offset in sorted(offsets.items())],
+        now_us=max(part.now_us for part in parts),
+        ids_assumed_new=any(part.ids_assumed_new for part in parts),
     )
 
 
@@ -217,7 +242,7 @@ async def write_rows(conn: asyncpg.Connection, rows: BatchRows) -> None:
     except asyncpg.UniqueViolationError as exc:
         if not rows.ids_assumed_new:
             raise
-        raise DuplicateIdError(f"partition {rows.partition}: {exc.detail or exc}") from exc
+        raise DuplicateIdError(f"partitions {rows.partitions}: {exc.detail or exc}") from exc
 
 
 async def _write_in_transaction(conn: asyncpg.Connection, rows: BatchRows) -> None:
@@ -239,22 +264,23 @@ def _transfers_of(change: BalanceChange) -> list[Transfer]:
 
 
 async def _check_epoch(conn: asyncpg.Connection, rows: BatchRows) -> None:
-    """The epoch check (fencing), and in the same round trip, for a batch that assumed its transfer ids
-    new, whether an id it refused was applied before. The other ways such a batch can be wrong break a
-    primary key instead (an id applied before and applied again; refusals are loaded with the batch, so
-    an id is never refused twice)."""
+    """The epoch check on every partition of the batch (fencing), and in the same round trip, for a batch
+    that assumed its transfer ids new, whether an id it refused was applied before. The other ways such a
+    batch can be wrong break a primary key instead (an id applied before and applied again; refusals are
+    loaded with the batch, so an id is never refused twice)."""
     refused_ids = [r[0] for r in rows.rejections] if rows.ids_assumed_new else []
-    row = await conn.fetchrow(
-        """select writer_epoch, exists(select 1 from transfers where id = any($2::text[])) as seen
-           from ledger_partitions where partition = $1 for share""",
-        rows.partition,
+    found = await conn.fetch(
+        """select partition, writer_epoch, exists(select 1 from transfers where id = any($2::text[])) as seen
+           from ledger_partitions where partition = any($1::int[]) order by partition for share""",
+        rows.partitions,
         refused_ids,
     )
-    current = None if row is None else row["writer_epoch"]
-    if current != rows.epoch:
-        raise FencedError(rows.partition, rows.epoch, current)
-    if row is not None and row["seen"]:
-        raise DuplicateIdError(f"partition {rows.partition}: an id the batch refused was applied before")
+    current_epochs = {row["partition"]: row["writer_epoch"] for row in found}
+    for partition, epoch in rows.epochs:
+        if current_epochs.get(partition) != epoch:
+            raise FencedError(partition, epoch, current_epochs.get(partition))
+    if found and found[0]["seen"]:
+        raise DuplicateIdError(f"partitions {rows.partitions}: an id the batch refused was applied before")
 
 
 _ACCOUNT_COLUMNS = (
@@ -330,8 +356,8 @@ pending as (
     from unnest($6::text[], $7::text[]) as v(id, state) where t.id = v.id),
 refused as (
     insert into rejections (id, partition, result, request, rejected_at_us)
-    select v.id, $8, v.result, v.request, $9
-    from unnest($10::text[], $11::text[], $12::text[]) as v(id, result, request)),
+    select v.id, v.partition, v.result, v.request, $8
+    from unnest($9::text[], $10::int[], $11::text[], $12::text[]) as v(id, partition, result, request)),
 published as (
     insert into outbox (partition, topic, kafka_partition, message_key, payload, packed)
     select * from unnest($13::int[], $14::text[], $15::int[], $16::bytea[], $17::bytea[], $18::bool[])),
@@ -361,9 +387,8 @@ async def _finish_batch(conn: asyncpg.Connection, rows: BatchRows, *, balances_c
         FINISH_FROM_SCRATCH if balances_copied else FINISH_FROM_ARRAYS,
         *_columns([] if balances_copied else rows.balances, 5),
         *_columns(rows.pending_states, 2),
-        rows.partition,
         rows.now_us,
-        *_columns(rows.rejections, 3),
+        *_columns(rows.rejections, 4),
         *_columns(rows.outbox, 6),
         *_columns(rows.offsets, 3),
         NOTIFY_CHANNEL,

@@ -6,7 +6,7 @@ Connection-level failures of either are raised as ``TransientError`` so the writ
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
@@ -106,19 +106,21 @@ class PostgresLedgerStore:
         async with self._connection("read") as conn:
             return await ledger_store.due_holds(conn, partition, now_us, limit)
 
-    def prepare(self, batch: PartitionBatch, ledger: Ledger) -> ledger_store.BatchRows:
+    def prepare(self, parts: Sequence[PartitionBatch], ledger: Ledger) -> ledger_store.BatchRows:
         """The batch's rows, copied out of ``ledger`` now (the writer goes on mutating it afterwards)."""
-        outcome = ledger_store.BatchOutcome(
-            partition=batch.partition,
-            epoch=batch.epoch,
-            now_us=batch.now_us,
-            new_accounts=batch.new_accounts,
-            changes=batch.changes,
-            offsets={(batch.next_offset[0], batch.next_offset[1]): batch.next_offset[2]} if batch.next_offset else {},
-            outbox=[*self._outcomes_row(batch.outcomes), *self._forward_rows(batch.forwards)],
-            ids_assumed_new=batch.ids_assumed_new,
+        return ledger_store.prepare_rows([self._outcome(part) for part in parts], ledger)
+
+    def _outcome(self, part: PartitionBatch) -> ledger_store.BatchOutcome:
+        return ledger_store.BatchOutcome(
+            partition=part.partition,
+            epoch=part.epoch,
+            now_us=part.now_us,
+            new_accounts=part.new_accounts,
+            changes=part.changes,
+            offsets={(part.next_offset[0], part.next_offset[1]): part.next_offset[2]} if part.next_offset else {},
+            outbox=[*self._outcomes_row(part.outcomes), *self._forward_rows(part.forwards)],
+            ids_assumed_new=part.ids_assumed_new,
         )
-        return ledger_store.prepare_rows(outcome, ledger)
 
     def _outcomes_row(self, outcomes: list[TransferOutcome]) -> list[ledger_store.OutboxMessage]:
         """A batch's outcomes, packed in one outbox row (keyed by transfer id once the relay unpacks it)."""

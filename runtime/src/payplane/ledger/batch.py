@@ -8,7 +8,7 @@ Commands addressed to the wrong partition come back as ``misrouted`` for the dea
 never touches another partition's accounts.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from payplane.ledger import legs
@@ -23,8 +23,12 @@ Command = AccountSpec | TransferRequest
 PartitionOf = Callable[[str], int]
 
 
-def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[str]]:
-    """(account ids, transfer ids) a batch may consult; pending transfers' accounts load in a second step."""
+def ids_to_load(
+    commands: list[Command], partition: int, *, transit_partitions: Collection[int] = ()
+) -> tuple[set[str], set[str]]:
+    """(account ids, transfer ids) a batch may consult; pending transfers' accounts load in a second step.
+    The transit accounts of ``transit_partitions`` load too (in the currencies of the commands): a writer
+    that owns them applies the legs its transfers send there in the same batch (``split_forwards``)."""
     account_ids: set[str] = set()
     transfer_ids: set[str] = set()
     currencies: set[str] = set()
@@ -38,7 +42,9 @@ def ids_to_load(commands: list[Command], partition: int) -> tuple[set[str], set[
         account_ids.add(command.debit_account_id)
         account_ids.add(command.credit_account_id)
         currencies.add(command.currency)
-    account_ids.update(transit_account_id(currency, partition) for currency in currencies if currency)
+    account_ids.update(
+        transit_account_id(currency, p) for currency in currencies if currency for p in {partition, *transit_partitions}
+    )
     account_ids.discard("")
     return account_ids, transfer_ids
 
@@ -54,6 +60,27 @@ class Forward:
 
     partition: int
     request: TransferRequest
+
+
+def split_forwards(
+    forwards: list[Forward], ledger: Ledger, owned: Collection[int]
+) -> tuple[list[Forward], list[Forward]]:
+    """(forwards to send through the outbox, forwards to apply in this batch). A leg can be applied here
+    when its partition is one the writer owns and both of its accounts are in ``ledger`` (loaded with the
+    batch; otherwise the leg's own partition's batch loads them, so it goes through the outbox as
+    before). Either way the leg is applied exactly once: it is made once, when its first leg applies."""
+    remote: list[Forward] = []
+    local: list[Forward] = []
+    accounts = ledger.accounts
+    for forward in forwards:
+        request = forward.request
+        here = (
+            forward.partition in owned
+            and request.debit_account_id in accounts
+            and request.credit_account_id in accounts
+        )
+        (local if here else remote).append(forward)
+    return remote, local
 
 
 @dataclass(frozen=True)
@@ -210,4 +237,5 @@ __all__ = [
     "apply_batch",
     "ids_to_load",
     "pending_ids_of",
+    "split_forwards",
 ]

@@ -1,9 +1,11 @@
 """The ledger writer: owns ledger partitions and applies their commands in batches, exactly once.
 
-For each batch and each partition in it, one PostgreSQL transaction stores the balances, transfers,
-entries, refusals, outcome messages (outbox) and the consumed Kafka offsets, after checking the writer's
-epoch. So a crash anywhere loses nothing and applies nothing twice: on restart the writer reads its
-positions from the database (not from the broker) and re-reads whatever was not committed.
+For each batch (one fetch, over every partition the writer owns), one PostgreSQL transaction stores the
+balances, transfers, entries, refusals, outcome messages (outbox) and the consumed Kafka offsets, after
+checking the writer's epoch on each partition. So a crash anywhere loses nothing and applies nothing
+twice: on restart the writer reads its positions from the database (not from the broker) and re-reads
+whatever was not committed. A transfer between two partitions the writer owns posts both legs in that
+one transaction; a leg for a partition another writer owns goes through the outbox.
 
 Records that cannot be decoded go to the dead-letter topic with the reason before their offset is
 committed; transient failures (database or broker unavailable) are retried with bounded exponential
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
@@ -27,6 +30,7 @@ from payplane.ledger.batch import (
     apply_batch,
     ids_to_load,
     pending_ids_of,
+    split_forwards,
 )
 from payplane.ledger.codec import RequestDecodeError, decode_command_bytes
 from payplane.ledger.engine import Ledger
@@ -44,6 +48,9 @@ EXPIRED_HOLDS_PER_SWEEP_MAX: Final = 1000
 # Deciding a batch is CPU work in this thread; every so many commands it yields to the event loop so the
 # previous batch's commit (another task) can read its last answer and send its next statement.
 YIELD_EVERY_COMMANDS: Final = 250
+# Legs applied in the batch that made them can make legs in turn (a credit leg refused → its reversal);
+# after this many rounds (more than any transfer needs) the rest go through the outbox.
+LOCAL_LEG_ROUNDS_MAX: Final = 4
 # After a batch failed to commit, this many batches look their transfer ids up before deciding (the
 # failed one and the one decided on top of it among them), so a duplicate never fails a commit twice.
 LOOK_UP_BATCHES_AFTER_FAILURE: Final = 4
@@ -81,7 +88,8 @@ class CommandLog(Protocol):
 
 @dataclass
 class PartitionBatch:
-    """What the store persists for one partition of one batch."""
+    """What the store persists for one partition of one batch (a batch writes one or more of these in
+    one transaction)."""
 
     partition: int
     epoch: int
@@ -132,7 +140,7 @@ class LedgerStore(Protocol):
         ...
 
     async def due_holds(self, partition: int, now_us: int, limit: int) -> list[str]: ...
-    def prepare(self, batch: PartitionBatch, ledger: Ledger) -> object:
+    def prepare(self, parts: Sequence[PartitionBatch], ledger: Ledger) -> object:
         """Copy the batch's rows out of ``ledger`` now: the writer mutates it again before they commit."""
         ...
 
@@ -150,7 +158,6 @@ class _InFlight:
     """The batch whose transaction is committing while the writer decides the next one."""
 
     commit: asyncio.Task[None]
-    partition: int
     records: list[CommandRecord]
     ledger: Ledger
 
@@ -242,11 +249,8 @@ class LedgerWriter:
             self._fetch_backoff_s = min(self._fetch_backoff_s * 2, RETRY_BACKOFF_S_MAX)
             return 0
         self._fetch_backoff_s = RETRY_BACKOFF_S_MIN
-        by_partition: dict[int, list[CommandRecord]] = defaultdict(list)
-        for record in records:
-            by_partition[record.partition].append(record)
-        for partition, partition_records in sorted(by_partition.items()):
-            await self._with_retries(partition, partition_records)
+        if records:
+            await self._with_retries(records)
         if len(records) < self.batch_records_max:
             await self.drain()  # caught up: no next batch to overlap with, so commit now
         if time.monotonic() >= self._next_sweep_at:
@@ -263,7 +267,7 @@ class LedgerWriter:
                 await self._settle()
                 return
             except _PreviousBatchFailedError as failure:
-                await self._with_retries(failure.failed.partition, failure.failed.records)
+                await self._with_retries(failure.failed.records)
 
     async def expire_due_holds(self, partition: int, now_us: int) -> int:
         """Release holds whose timeout has passed (one transaction per sweep); returns how many."""
@@ -282,7 +286,7 @@ class LedgerWriter:
                 if c.pending_resolved is not None
             ]
             batch = PartitionBatch(partition, self.epochs[partition], now_us, [], changes, outcomes, [], None)
-            await self.store.write(self.store.prepare(batch, ledger))
+            await self.store.write(self.store.prepare([batch], ledger))
         except BaseException:
             self.cache.clear()  # the in-memory accounts may be ahead of the database now
             raise
@@ -308,22 +312,22 @@ class LedgerWriter:
         self.cache.fill(ledger, account_ids)
         return ledger
 
-    async def _with_retries(self, partition: int, records: list[CommandRecord]) -> None:
+    async def _with_retries(self, records: list[CommandRecord]) -> None:
         backoff_s = RETRY_BACKOFF_S_MIN
         attempts = 0
         while True:
             attempts += 1
             try:
-                await self._apply_partition(partition, records, attempts)
+                await self._apply(records, attempts)
                 return
             except _PreviousBatchFailedError as failure:
                 # the previous batch did not commit: this one was decided on top of it, so both go again
-                log.warning("partition %s: previous batch failed (%s); applying both again", partition, failure)
-                await self._with_retries(failure.failed.partition, failure.failed.records)
+                log.warning("previous batch failed (%s); applying both again", failure)
+                await self._with_retries(failure.failed.records)
             except TransientError as exc:
                 log.warning(
-                    "partition %s: transient failure (attempt %s), retrying in %.2fs: %s",
-                    partition,
+                    "partitions %s: transient failure (attempt %s), retrying in %.2fs: %s",
+                    sorted({r.partition for r in records}),
                     attempts,
                     backoff_s,
                     exc,
@@ -331,91 +335,114 @@ class LedgerWriter:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, RETRY_BACKOFF_S_MAX)
 
-    async def _apply_partition(self, partition: int, records: list[CommandRecord], attempts: int) -> None:
+    async def _apply(self, records: list[CommandRecord], attempts: int) -> None:
+        """Decide one fetch's records (every partition in them) and start its commit once the previous
+        batch has committed."""
         record_of: dict[int, CommandRecord] = {}
-        commands: list[Command] = []
+        commands: dict[int, list[Command]] = defaultdict(list)
         for index, record in enumerate(records):
             if index % YIELD_EVERY_COMMANDS == YIELD_EVERY_COMMANDS - 1:
                 await asyncio.sleep(0)  # let the batch in flight send its next statement
             command = await self._decode_or_dead_letter(record, attempts)
             if command is not None:
-                commands.append(command)
+                commands[record.partition].append(command)
                 record_of[id(command)] = record
-        account_ids, transfer_ids = ids_to_load(commands, partition)
+        account_ids: set[str] = set()
+        transfer_ids: set[str] = set()
+        for partition, partition_commands in commands.items():
+            accounts, transfers = ids_to_load(partition_commands, partition, transit_partitions=self.partitions)
+            account_ids |= accounts
+            transfer_ids |= transfers
         # Normally a batch's own ids are new: rather than look each up among the transfers (the largest
         # table), it is decided as if they were and the commit checks it (``DuplicateIdError``); refusals,
         # far fewer, are looked up. Retries and the batches after a failure look everything up.
         assume_new = attempts == 1 and self._look_up_batches == 0
         self._look_up_batches = max(0, self._look_up_batches - 1)
-        query_ids = pending_ids_of(commands) if assume_new else transfer_ids
+        every_command = [c for partition_commands in commands.values() for c in partition_commands]
+        query_ids = pending_ids_of(every_command) if assume_new else transfer_ids
         try:
             ledger = await self._load(account_ids, query_ids, transfer_ids)
-            prepared, applied, now_us = await self._decide(
-                partition=partition,
-                records=records,
-                commands=commands,
-                record_of=record_of,
-                ledger=ledger,
-                attempts=attempts,
-                assume_new=assume_new,
-            )
+            now_us = _now_us()
+            applied = await self._decide(commands, ledger, now_us)
+            await self._dead_letter_misrouted(applied.values(), record_of, attempts)
+            next_offsets = {r.partition: r.offset + 1 for r in records}  # records are in offset order
+            for partition in next_offsets:
+                applied.setdefault(partition, AppliedBatch())  # its offsets commit even if nothing applied
+            parts = [
+                PartitionBatch(
+                    partition=partition,
+                    epoch=self.epochs[partition],
+                    now_us=now_us,
+                    new_accounts=batch.new_accounts,
+                    changes=batch.changes,
+                    outcomes=batch.outcomes,
+                    forwards=batch.forwards,
+                    next_offset=(self.topic, partition, next_offsets[partition]) if partition in next_offsets else None,
+                    ids_assumed_new=assume_new,
+                )
+                for partition, batch in sorted(applied.items())
+            ]
+            prepared = self.store.prepare(parts, ledger)
             await self._settle()  # the previous batch commits before this one may be written
         except BaseException:
             self.cache.clear()  # the in-memory accounts may be ahead of the database now
             raise
         self.cache.remember(ledger)
-        results = Counter(o.result for o in applied.outcomes)
-        commit = asyncio.create_task(self._commit(prepared, partition, records, results, now_us))
-        self._in_flight = _InFlight(commit, partition, records, ledger)
+        results = {partition: Counter(o.result for o in batch.outcomes) for partition, batch in applied.items()}
+        commit = asyncio.create_task(self._commit(prepared, records, results, now_us))
+        self._in_flight = _InFlight(commit, records, ledger)
 
-    async def _decide(
-        self,
-        *,
-        partition: int,
-        records: list[CommandRecord],
-        commands: list[Command],
-        record_of: dict[int, CommandRecord],
-        ledger: Ledger,
-        attempts: int,
-        assume_new: bool,
-    ) -> tuple[object, AppliedBatch, int]:
-        now_us = _now_us()
-        applied = AppliedBatch()
-        for start in range(0, len(commands), YIELD_EVERY_COMMANDS):
-            chunk = commands[start : start + YIELD_EVERY_COMMANDS]
-            applied.extend(
-                apply_batch(ledger, chunk, partition=partition, partition_of=self.partition_of, now_us=now_us)
-            )
-            await asyncio.sleep(0)  # let the batch in flight send its next statement
-        for misrouted in applied.misrouted:
-            await self.commands.dead_letter(
-                record_of[id(misrouted.command)], f"misrouted: {misrouted.reason}", attempts
-            )
-        batch = PartitionBatch(
-            partition=partition,
-            epoch=self.epochs[partition],
-            now_us=now_us,
-            new_accounts=applied.new_accounts,
-            changes=applied.changes,
-            outcomes=applied.outcomes,
-            forwards=applied.forwards,
-            next_offset=(self.topic, partition, records[-1].offset + 1),
-            ids_assumed_new=assume_new,
-        )
-        return self.store.prepare(batch, ledger), applied, now_us
+    async def _decide(self, commands: dict[int, list[Command]], ledger: Ledger, now_us: int) -> dict[int, AppliedBatch]:
+        """Apply each partition's commands in order; then, in rounds, the legs they made for partitions
+        this writer owns (whose accounts the batch loaded). Returns what each partition did."""
+        applied: dict[int, AppliedBatch] = defaultdict(AppliedBatch)
+        round_commands: dict[int, list[Command]] = commands
+        for round_number in range(LOCAL_LEG_ROUNDS_MAX + 1):
+            legs_made: dict[int, list[Command]] = defaultdict(list)
+            for partition, partition_commands in sorted(round_commands.items()):
+                for start in range(0, len(partition_commands), YIELD_EVERY_COMMANDS):
+                    chunk = partition_commands[start : start + YIELD_EVERY_COMMANDS]
+                    done = apply_batch(
+                        ledger, chunk, partition=partition, partition_of=self.partition_of, now_us=now_us
+                    )
+                    if round_number < LOCAL_LEG_ROUNDS_MAX:
+                        done.forwards, local = split_forwards(done.forwards, ledger, self.partitions)
+                        for forward in local:
+                            legs_made[forward.partition].append(forward.request)
+                    applied[partition].extend(done)
+                    await asyncio.sleep(0)  # let the batch in flight send its next statement
+            if not legs_made:
+                break
+            round_commands = legs_made
+        return applied
+
+    async def _dead_letter_misrouted(
+        self, batches: Iterable[AppliedBatch], record_of: dict[int, CommandRecord], attempts: int
+    ) -> None:
+        for misrouted in (m for batch in batches for m in batch.misrouted):
+            record = record_of.get(id(misrouted.command))
+            if record is None:  # a leg made in this batch: split_forwards only keeps legs it can apply
+                log.error("a leg made in this batch was misrouted (%s): %s", misrouted.reason, misrouted.command)
+                continue
+            await self.commands.dead_letter(record, f"misrouted: {misrouted.reason}", attempts)
 
     async def _commit(
-        self, prepared: object, partition: int, records: list[CommandRecord], results: Counter[str], now_us: int
+        self, prepared: object, records: list[CommandRecord], results: dict[int, Counter[str]], now_us: int
     ) -> None:
         await self.store.write(prepared)
         crash_point("ledger.after_commit")
         self.applied_records += len(records)
-        next_offset = records[-1].offset + 1
-        self.committed_offsets[partition] = next_offset
-        self.observer.batch_applied(partition, len(records), results, max(0.0, (_now_us() - now_us) / 1e6), next_offset)
-        end_offset = self.commands.end_offset(partition)
-        if end_offset is not None:
-            self.observer.consumer_lag(partition, max(0, end_offset - next_offset))
+        seconds = max(0.0, (_now_us() - now_us) / 1e6)
+        consumed = Counter(r.partition for r in records)
+        next_offsets = {r.partition: r.offset + 1 for r in records}
+        for partition, next_offset in next_offsets.items():
+            self.committed_offsets[partition] = next_offset
+            self.observer.batch_applied(
+                partition, consumed[partition], results.get(partition, Counter()), seconds, next_offset
+            )
+            end_offset = self.commands.end_offset(partition)
+            if end_offset is not None:
+                self.observer.consumer_lag(partition, max(0, end_offset - next_offset))
 
     def lag(self) -> dict[int, int]:
         """Per partition: commands in the log not yet committed (the end the consumer last saw minus the
@@ -438,8 +465,9 @@ class LedgerWriter:
         except TransientError as exc:
             self.cache.clear()
             if isinstance(exc, DuplicateIdError):
-                log.info("partition %s: %s; deciding the batch again with its ids looked up", in_flight.partition, exc)
-                self.observer.batch_redecided(in_flight.partition)
+                log.info("%s; deciding the batch again with its ids looked up", exc)
+                for partition in sorted({r.partition for r in in_flight.records}):
+                    self.observer.batch_redecided(partition)
             self._look_up_batches = LOOK_UP_BATCHES_AFTER_FAILURE
             raise _PreviousBatchFailedError(in_flight, exc) from exc
         except BaseException:
