@@ -4,6 +4,7 @@ runs, the garbage collector tuned."""
 import asyncio
 import gc
 import logging
+from collections.abc import Iterator
 
 import pytest
 import uvloop
@@ -17,8 +18,39 @@ def test_the_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _keep_the_test_runners_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+def _keep_the_test_runners_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(entry, "configure_json_logging", lambda: None)
+    level = logging.getLogger("payplane").level
+    yield
+    logging.getLogger("payplane").setLevel(level)
+
+
+@pytest.mark.parametrize(
+    ("name", "level"), [("debug", logging.DEBUG), ("INFO", logging.INFO), (" warning ", logging.WARNING)]
+)
+def test_payplane_log_level_sets_the_level_of_payplanes_logs(
+    monkeypatch: pytest.MonkeyPatch, name: str, level: int
+) -> None:
+    monkeypatch.setenv("PAYPLANE_LOG_LEVEL", name)
+
+    async def run(config: str) -> int:
+        return 0
+
+    assert entry.serve_from_env(lambda env: "config", run, logging.getLogger("test")) == 0
+    gc.unfreeze()
+    assert logging.getLogger("payplane").level == level
+
+
+def test_an_unknown_log_level_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYPLANE_LOG_LEVEL", "verbose")
+    ran: list[object] = []
+
+    async def run(config: object) -> int:
+        ran.append(config)
+        return 0
+
+    assert entry.serve_from_env(lambda env: "config", run, logging.getLogger("test")) == entry.EXIT_BAD_CONFIG
+    assert ran == []
 
 
 def test_an_unknown_event_loop_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,6 +80,7 @@ async def rail(infra: Infra, spire: Spire, procs: Procs) -> AsyncIterator[Rail]:
         bootstrap=infra["KAFKA_BOOTSTRAP"],
         redis_url=infra["PAYPLANE_REDIS_URL"],
     ) as stack:
+        stack.gateway_env["PAYPLANE_LOG_LEVEL"] = "debug"  # its line per payment (test_trace_context)
         stack.spawn_writer()
         _, worker_port = stack.spawn_worker()
         _, gateway_port = stack.spawn_gateway(worker_port)

@@ -1,6 +1,6 @@
 """Trace context along the real payment path: a client's ``traceparent`` (HTTP header or gRPC metadata at
-the gateway; or one the gateway starts) names the same trace in the gateway's and the worker's JSON log
-lines for the payment, and travels with the ledger command to Kafka as its ``traceparent`` header."""
+the gateway; or one the gateway starts) names the same trace in the gateway's (at debug level) and the
+worker's JSON log lines for the payment, and travels with the ledger command to Kafka as its ``traceparent`` header."""
 
 import asyncio
 import json

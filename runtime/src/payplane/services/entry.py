@@ -2,7 +2,9 @@
 
 A configuration error is logged and exits with status 2 before anything starts. The event loop is
 uvloop's (libuv: a fraction of asyncio's CPU per socket event on the payment path);
-``PAYPLANE_EVENT_LOOP=asyncio`` selects the standard library's loop instead.
+``PAYPLANE_EVENT_LOOP=asyncio`` selects the standard library's loop instead. ``PAYPLANE_LOG_LEVEL``
+(``debug``, ``info`` — the default — ``warning`` or ``error``) sets the level of payplane's own log
+lines; the libraries' stay at INFO.
 """
 
 import asyncio
@@ -22,6 +24,7 @@ EVENT_LOOPS: Final[dict[str, Callable[[], asyncio.AbstractEventLoop]]] = {
     "uvloop": uvloop.new_event_loop,
     "asyncio": asyncio.new_event_loop,
 }
+LOG_LEVELS: Final = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 Config = TypeVar("Config")
 
 
@@ -36,6 +39,7 @@ def serve_from_env(
 ) -> int:
     configure_json_logging()
     try:
+        logging.getLogger("payplane").setLevel(log_level(os.environ.get("PAYPLANE_LOG_LEVEL", "info")))
         config = config_from_env(dict(os.environ))
         loop_factory = event_loop_factory(os.environ.get("PAYPLANE_EVENT_LOOP", "uvloop"))
     except ConfigError as exc:
@@ -44,6 +48,13 @@ def serve_from_env(
     tune_garbage_collector()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(run(config))
+
+
+def log_level(name: str) -> int:
+    try:
+        return LOG_LEVELS[name.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"PAYPLANE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {name!r}") from None
 
 
 def tune_garbage_collector() -> None:
