@@ -3,7 +3,12 @@ outbox → Kafka → ledger writer(s) → outcomes → payment worker, all real 
 infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
 
 1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
-   waits until the ledger has opened them.
+   waits until the ledger has opened them. With ``--history N`` it then creates N payments (closed loop,
+   not measured), waits until they settled and runs ``VACUUM ANALYZE`` on both databases: the measured
+   runs start on a rail in its steady state. A fresh rail's tables are vacuumed and analysed by
+   PostgreSQL's autovacuum every few thousand rows (its thresholds grow with the table: 20 % of the rows
+   for a vacuum, 10 % for an analyse), and each such pass is a burst of CPU that lengthens the latency
+   tail of the runs it lands in; a rail with 200,000 payments behind it sees none in a 20-s run.
 2. **Max rate**: a closed loop of ``--concurrency`` in-flight POST /v1/payments (``http_load``, keep-alive, a fresh
    Idempotency-Key on every POST) for ``--duration-s`` or ``--payments-max`` payments, whichever ends
    first; then waits (bounded) until every accepted payment is settled.
@@ -59,6 +64,7 @@ from tests.integration.payments.rail_stack import PARTITIONS, Client, Procs, rai
 from tests.integration.test_spire import Spire
 
 SETTLE_TIMEOUT_S: Final = 120.0
+HISTORY_TIMEOUT_S: Final = 600.0  # the history's closed loop stops after this long, however many it made
 LEDGER_OPEN_TIMEOUT_S: Final = 60.0
 REPLAY_SAMPLE: Final = 200
 RETRIES_MAX: Final = 10
@@ -426,6 +432,28 @@ def quiet_collector() -> None:
 # --- read-back ----------------------------------------------------------------------------------------
 
 
+async def make_history(
+    http: LoadClients, rail: Rail, requests: Requests, payments: int, concurrency: int
+) -> list[Sample]:
+    """``payments`` payments before the measured runs (see the module's docstring), settled, then both
+    databases vacuumed and analysed."""
+    started_s = time.monotonic()
+    samples = await closed_loop(http, requests, concurrency, HISTORY_TIMEOUT_S, payments)
+    quiet_collector()
+    await retry_unanswered(http, samples)
+    await settle(rail, [s.payment_id for s in samples if s.accepted])
+    for dsn in (rail.payments_dsn, rail.ledger_dsn):
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("vacuum analyze")
+        finally:
+            await conn.close()
+    print(
+        f"history: {len(samples):,} payments, settled and vacuumed in {time.monotonic() - started_s:.0f} s", flush=True
+    )
+    return samples
+
+
 async def settle(rail: Rail, payment_ids: list[str]) -> list[asyncpg.Record]:
     """Wait (bounded) until every payment has left ``processing``; returns their rows."""
     conn = await asyncpg.connect(rail.payments_dsn)
@@ -587,6 +615,8 @@ async def main(args: argparse.Namespace) -> int:
         quiet_collector()
         await retry_unanswered(http, warm)
         await settle(rail, [s.payment_id for s in warm if s.accepted])
+        if args.history:
+            warm += await make_history(http, rail, Requests(rail, pairs, "history"), args.history, args.concurrency)
         runs: list[RunFigures] = []
         peak_samples: list[Sample] = []
         if args.open_rate_per_s:
@@ -626,6 +656,9 @@ if __name__ == "__main__":
     parser.add_argument("--payments-max", type=int, default=100_000, help="cap on the max-rate run's payments")
     parser.add_argument("--concurrency", type=int, default=128, help="in-flight requests in the max-rate run")
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument(
+        "--history", type=int, default=0, help="payments made (and the databases vacuumed) before measuring"
+    )
     parser.add_argument("--writers", type=int, choices=range(1, PARTITIONS + 1), default=1, help="ledger writers")
     parser.add_argument("--workers", type=int, default=1, help="payment worker processes")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
