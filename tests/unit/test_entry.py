@@ -41,20 +41,9 @@ def test_payplane_log_level_sets_the_level_of_payplanes_logs(
     assert logging.getLogger("payplane").level == level
 
 
-def test_an_unknown_log_level_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYPLANE_LOG_LEVEL", "verbose")
-    ran: list[object] = []
-
-    async def run(config: object) -> int:
-        ran.append(config)
-        return 0
-
-    assert entry.serve_from_env(lambda env: "config", run, logging.getLogger("test")) == entry.EXIT_BAD_CONFIG
-    assert ran == []
-
-
-def test_an_unknown_event_loop_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYPLANE_EVENT_LOOP", "tokio")
+@pytest.mark.parametrize(("variable", "value"), [("PAYPLANE_EVENT_LOOP", "tokio"), ("PAYPLANE_LOG_LEVEL", "verbose")])
+def test_an_unknown_choice_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
     ran: list[object] = []
 
     async def run(config: object) -> int:

@@ -55,6 +55,16 @@ def _transfer(request: TransferRequest) -> tuple[int, bytes]:
     return partition_of(request.debit_account_id), payload
 
 
+def _payer_and_merchant(world: str) -> list[tuple[int, bytes]]:
+    """The rail's world account, a payer funded with 1,000 from it (partition 0) and a merchant (partition 1)."""
+    return [
+        _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
+        _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
+        _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
+        _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+    ]
+
+
 async def test_two_writers_settle_cross_partition_payments(
     infra: Infra, rail: RailTopics, shard: asyncpg.Connection, shard_dsn: str
 ) -> None:
@@ -64,10 +74,7 @@ async def test_two_writers_settle_cross_partition_payments(
         bootstrap,
         rail.ledger_commands,
         [
-            _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
-            _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
-            _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
-            _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+            *_payer_and_merchant(world),
             _transfer(TransferRequest("pay-ok", TransferMode.POSTED, PAYER, MERCHANT, 300, "EUR")),
             _transfer(TransferRequest("pay-missing", TransferMode.POSTED, PAYER, FROZEN, 200, "EUR")),
         ],
@@ -171,11 +178,8 @@ async def test_a_writer_owning_both_partitions_posts_both_legs_in_one_batch(
             bootstrap,
             rail.ledger_commands,
             [
-                _account(AccountSpec(world, "EUR", "rail", AccountFlags(internal=True))),
-                _account(AccountSpec(PAYER, "EUR", "payer", CUSTOMER)),
-                _account(AccountSpec(MERCHANT, "EUR", "merchant", CUSTOMER)),
                 _account(AccountSpec(CAPPED, "EUR", "capped", AccountFlags(credits_must_not_exceed_debits=True))),
-                _transfer(TransferRequest("fund", TransferMode.POSTED, world, PAYER, 1000, "EUR")),
+                *_payer_and_merchant(world),
                 _transfer(TransferRequest("pay-first", TransferMode.POSTED, PAYER, MERCHANT, 100, "EUR")),
             ],
         )

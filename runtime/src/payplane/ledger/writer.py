@@ -347,12 +347,7 @@ class LedgerWriter:
             if command is not None:
                 commands[record.partition].append(command)
                 record_of[id(command)] = record
-        account_ids: set[str] = set()
-        transfer_ids: set[str] = set()
-        for partition, partition_commands in commands.items():
-            accounts, transfers = ids_to_load(partition_commands, partition, transit_partitions=self.partitions)
-            account_ids |= accounts
-            transfer_ids |= transfers
+        account_ids, transfer_ids = self._ids_to_load(commands)
         # Normally a batch's own ids are new: rather than look each up among the transfers (the largest
         # table), it is decided as if they were and the commit checks it (``DuplicateIdError``); refusals,
         # far fewer, are looked up. Retries and the batches after a failure look everything up.
@@ -365,24 +360,7 @@ class LedgerWriter:
             now_us = _now_us()
             applied = await self._decide(commands, ledger, now_us)
             await self._dead_letter_misrouted(applied.values(), record_of, attempts)
-            next_offsets = {r.partition: r.offset + 1 for r in records}  # records are in offset order
-            for partition in next_offsets:
-                applied.setdefault(partition, AppliedBatch())  # its offsets commit even if nothing applied
-            parts = [
-                PartitionBatch(
-                    partition=partition,
-                    epoch=self.epochs[partition],
-                    now_us=now_us,
-                    new_accounts=batch.new_accounts,
-                    changes=batch.changes,
-                    outcomes=batch.outcomes,
-                    forwards=batch.forwards,
-                    next_offset=(self.topic, partition, next_offsets[partition]) if partition in next_offsets else None,
-                    ids_assumed_new=assume_new,
-                )
-                for partition, batch in sorted(applied.items())
-            ]
-            prepared = self.store.prepare(parts, ledger)
+            prepared = self.store.prepare(self._parts(applied, records, now_us, assume_new), ledger)
             await self._settle()  # the previous batch commits before this one may be written
         except BaseException:
             self.cache.clear()  # the in-memory accounts may be ahead of the database now
@@ -391,6 +369,38 @@ class LedgerWriter:
         results = {partition: Counter(o.result for o in batch.outcomes) for partition, batch in applied.items()}
         commit = asyncio.create_task(self._commit(prepared, records, results, now_us))
         self._in_flight = _InFlight(commit, records, ledger)
+
+    def _ids_to_load(self, commands: dict[int, list[Command]]) -> tuple[set[str], set[str]]:
+        """(account ids, transfer ids) the batch may consult, with the transit accounts of every owned
+        partition (for the legs it applies itself)."""
+        account_ids: set[str] = set()
+        transfer_ids: set[str] = set()
+        for partition, partition_commands in commands.items():
+            accounts, transfers = ids_to_load(partition_commands, partition, transit_partitions=self.partitions)
+            account_ids |= accounts
+            transfer_ids |= transfers
+        return account_ids, transfer_ids
+
+    def _parts(
+        self, applied: dict[int, AppliedBatch], records: list[CommandRecord], now_us: int, assume_new: bool
+    ) -> list[PartitionBatch]:
+        """One part per partition the batch read from or applied legs on; a partition read from commits
+        its next offset even if nothing of it applied (records dead-lettered)."""
+        next_offsets = {r.partition: r.offset + 1 for r in records}  # records are in offset order
+        return [
+            PartitionBatch(
+                partition=partition,
+                epoch=self.epochs[partition],
+                now_us=now_us,
+                new_accounts=batch.new_accounts,
+                changes=batch.changes,
+                outcomes=batch.outcomes,
+                forwards=batch.forwards,
+                next_offset=(self.topic, partition, next_offsets[partition]) if partition in next_offsets else None,
+                ids_assumed_new=assume_new,
+            )
+            for partition, batch in sorted((p, applied.get(p, AppliedBatch())) for p in {*applied, *next_offsets})
+        ]
 
     async def _decide(self, commands: dict[int, list[Command]], ledger: Ledger, now_us: int) -> dict[int, AppliedBatch]:
         """Apply each partition's commands in order; then, in rounds, the legs they made for partitions
