@@ -166,11 +166,10 @@ class BatchRows:
         return [partition for partition, _ in self.epochs]
 
 
-def prepare_rows(parts: "BatchOutcome | Sequence[BatchOutcome]", ledger: Ledger) -> BatchRows:
+def prepare_rows(parts: Sequence[BatchOutcome], ledger: Ledger) -> BatchRows:
     """The rows of one batch, made of one part per partition (pure; no I/O). Every account and transfer a
     part writes lives on the part's partition: a writer never touches a partition it does not own
     (misrouted commands are dead-lettered, cross-partition transfers move through transit accounts)."""
-    parts = [parts] if isinstance(parts, BatchOutcome) else list(parts)
     if not parts:
         raise ValueError("a batch has at least one partition's part")
     # every balance a batch moved belongs to one of the accounts of a transfer it created or resolved;
@@ -225,7 +224,7 @@ def prepare_rows(parts: "BatchOutcome | Sequence[BatchOutcome]", ledger: Ledger)
 
 async def persist(conn: asyncpg.Connection, outcome: BatchOutcome, ledger: Ledger) -> None:
     """Write one batch in one transaction, or nothing at all (and raise) if this writer is fenced."""
-    await write_rows(conn, prepare_rows(outcome, ledger))
+    await write_rows(conn, prepare_rows([outcome], ledger))
 
 
 _HAS_BALANCE_WRITES: "weakref.WeakSet[asyncpg.Connection]" = weakref.WeakSet()  # sessions with the table

@@ -42,9 +42,8 @@ def ids_to_load(
         account_ids.add(command.debit_account_id)
         account_ids.add(command.credit_account_id)
         currencies.add(command.currency)
-    account_ids.update(
-        transit_account_id(currency, p) for currency in currencies if currency for p in {partition, *transit_partitions}
-    )
+    partitions = {partition, *transit_partitions}
+    account_ids.update(transit_account_id(currency, p) for currency in currencies if currency for p in partitions)
     account_ids.discard("")
     return account_ids, transfer_ids
 

@@ -149,6 +149,11 @@ class LedgerStore(Protocol):
         ...
 
 
+def _next_offsets(records: list[CommandRecord]) -> dict[int, int]:
+    """Per partition, the offset to read next once ``records`` (in offset order per partition) commit."""
+    return {r.partition: r.offset + 1 for r in records}
+
+
 def _now_us() -> int:
     return time.time_ns() // 1000
 
@@ -353,8 +358,7 @@ class LedgerWriter:
         # far fewer, are looked up. Retries and the batches after a failure look everything up.
         assume_new = attempts == 1 and self._look_up_batches == 0
         self._look_up_batches = max(0, self._look_up_batches - 1)
-        every_command = [c for partition_commands in commands.values() for c in partition_commands]
-        query_ids = pending_ids_of(every_command) if assume_new else transfer_ids
+        query_ids = set().union(*map(pending_ids_of, commands.values())) if assume_new else transfer_ids
         try:
             ledger = await self._load(account_ids, query_ids, transfer_ids)
             now_us = _now_us()
@@ -386,7 +390,7 @@ class LedgerWriter:
     ) -> list[PartitionBatch]:
         """One part per partition the batch read from or applied legs on; a partition read from commits
         its next offset even if nothing of it applied (records dead-lettered)."""
-        next_offsets = {r.partition: r.offset + 1 for r in records}  # records are in offset order
+        next_offsets = _next_offsets(records)
         return [
             PartitionBatch(
                 partition=partition,
@@ -444,7 +448,7 @@ class LedgerWriter:
         self.applied_records += len(records)
         seconds = max(0.0, (_now_us() - now_us) / 1e6)
         consumed = Counter(r.partition for r in records)
-        next_offsets = {r.partition: r.offset + 1 for r in records}
+        next_offsets = _next_offsets(records)
         for partition, next_offset in next_offsets.items():
             self.committed_offsets[partition] = next_offset
             self.observer.batch_applied(
