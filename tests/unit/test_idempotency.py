@@ -1,6 +1,11 @@
 """The idempotency contract's decisions, and the request fingerprint."""
 
+import hashlib
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from payplane.payments.idempotency import (
     KEY_LENGTH_MAX,
@@ -21,6 +26,21 @@ def test_fingerprint_ignores_key_order_but_not_values() -> None:
     assert fingerprint("POST", "/v1/payments", {"amount": 101, "currency": "EUR"}) != FP
     assert fingerprint("POST", "/v1/refunds", {"amount": 100, "currency": "EUR"}) != FP
     assert fingerprint("POST", "/v1/payments", {"amount": 100.0, "currency": "EUR"}) != FP
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(JSON_VALUES)
+def test_fingerprint_is_the_one_earlier_versions_stored(body: object) -> None:
+    """Fingerprints are stored with their keys: the canonical form must stay the standard library's
+    sorted, compact, unescaped JSON, or a retry after an upgrade would be refused as a different body."""
+    canonical = json.dumps(["POST", "/v1/payments", body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert fingerprint("post", "/v1/payments", body) == hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,8 @@ async def test_bad_input_gets_a_4xx_with_a_stable_code(http: aiohttp.ClientSessi
         ({"Authorization": f"Bearer {a.key}"}, b"{}", 400, "idempotency_key_missing"),
         (rail.headers(a, key()), b"{not json", 400, "json_invalid"),
         (rail.headers(a, key()), b"[1,2]", 400, "json_invalid"),
+        (rail.headers(a, key()), b'{"description": "\xff\xfe"}', 400, "json_invalid"),  # not UTF-8
+        (rail.headers(a, key()), b"[" * 7000 + b"]" * 7000, 400, "json_invalid"),  # deeper than any parser
         (rail.headers(a, key()), b'{"amount": "12", "currency": "EUR"}', 400, "amount_invalid"),
         (
             rail.headers(a, key()),

@@ -6,6 +6,8 @@ import socket
 import time
 import uuid
 
+import redis.asyncio as redis_asyncio
+
 from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge
 from tests.integration.conftest import Infra
 
@@ -79,6 +81,26 @@ async def test_admissions_check_the_rate_and_take_the_lease_in_one_round_trip(in
         assert again.lease is not None
         assert again.lease.state is LeaseState.ACQUIRED
     finally:
+        await edge.close()
+
+
+async def test_admissions_load_their_script_into_a_redis_that_lost_it(infra: Infra) -> None:
+    """Admissions name their script by its SHA-1; a Redis that restarted or flushed its scripts gets it
+    again, and each admission still runs exactly once (counted once by the rate check, one lease)."""
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    raw = redis_asyncio.from_url(infra["PAYPLANE_REDIS_URL"])
+    client = f"cli_{uuid.uuid4().hex[:12]}"
+    try:
+        await raw.script_flush()
+        first = await asyncio.gather(*(edge.admit(client, 1.0, 2, (f"k{i}", "fp-a")) for i in range(4)))
+        await raw.script_flush()
+        second = await edge.admit(client, 1.0, 2, ("k0", "fp-a"))
+
+        assert [a.rate.allowed for a in first] == [True, True, True, False]  # burst 2: three pass
+        assert [a.lease.state if a.lease else None for a in first] == [LeaseState.ACQUIRED] * 3 + [None]
+        assert (second.rate.allowed, second.lease) == (False, None)  # not counted twice, nor degraded open
+    finally:
+        await raw.aclose()
         await edge.close()
 
 

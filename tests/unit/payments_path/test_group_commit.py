@@ -90,6 +90,46 @@ async def test_a_caller_cancelled_while_queued_is_never_sent() -> None:
     assert recorder.batches == [[0], [4]]
 
 
+async def test_every_caller_is_answered_within_the_deadline_queueing_included() -> None:
+    """A batch that runs past its oldest item's deadline is cancelled and its callers time out (a batch
+    lives by its oldest item's deadline); the slot it held serves the next batch at once."""
+    hold = asyncio.Event()
+    recorder = Recorder(hold)
+    commit = GroupCommit(recorder.double, max_in_flight=1, deadline_s=0.2)
+    started_s = asyncio.get_running_loop().time()
+    stuck = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0.01)
+    expired = asyncio.ensure_future(commit.submit(2))  # queued behind the stuck batch
+    await asyncio.sleep(0.1)
+    late = asyncio.ensure_future(commit.submit(4))  # queued too: leaves with the item above
+    with pytest.raises(TimeoutError):
+        await stuck
+    assert asyncio.get_running_loop().time() - started_s < 0.3
+    with pytest.raises(TimeoutError):
+        await expired  # sent as soon as the slot freed, with 0.01 s left
+    hold.set()
+    with pytest.raises(TimeoutError):
+        await late
+    assert await commit.submit(6) == 12  # the slot is free again
+    assert recorder.batches == [[0], [2, 4], [6]]
+
+
+async def test_an_item_queued_past_its_deadline_is_never_sent() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold)
+    commit = GroupCommit(recorder.double, max_in_flight=1, deadline_s=0.2)
+    running = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0)
+    queued = asyncio.ensure_future(commit.submit(2))  # submitted in the same moment: expires with it
+    with pytest.raises(TimeoutError):
+        await running
+    with pytest.raises(TimeoutError):
+        await queued
+    assert recorder.batches == [[0]]
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         GroupCommit(Recorder().double, max_items=0)
+    with pytest.raises(ValueError, match="positive"):
+        GroupCommit(Recorder().double, deadline_s=0)

@@ -15,6 +15,7 @@ pipeline run in order, so two requests with one key in a batch behave as two in 
 keys share a hash tag (``payplane:{client}:…``), so one script's keys live on one Redis Cluster slot.
 """
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import redis.asyncio as redis_asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from payplane.platform import random_ids
 from payplane.platform.group_commit import GroupCommit
@@ -63,6 +64,7 @@ if holder then return {1, 0, holder} end
 redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
 return {1, 0, 1}
 """
+_ADMIT_SHA1: Final = hashlib.sha1(_ADMIT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -212,16 +214,29 @@ class RedisEdge:
         """The admission script for every ask, in one pipeline (in order: a client's requests count one by
         one, and two requests with one key find each other's lease)."""
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for ask in asks:  # EVAL, not EVALSHA: a pipeline of scripts would first ask SCRIPT EXISTS
-                keys = [ask.rate_key] if ask.lease is None else [ask.rate_key, ask.lease.name]
-                token = ask.lease.token if ask.lease is not None else ""
-                pipe.eval(_ADMIT, len(keys), *keys, ask.now_ms, ask.interval_ms, ask.burst, token, LEASE_MS)
-            answers = await pipe.execute()
+            answers = await self._run_admissions(asks)
+            unknown = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+            if unknown:  # a new or flushed Redis: load the script once, then run only the asks it refused
+                await self._client.script_load(_ADMIT)
+                for n, answer in zip(unknown, await self._run_admissions([asks[n] for n in unknown]), strict=True):
+                    answers[n] = answer
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return [_degraded(ask.lease is not None) for ask in asks]
         return [_admission(ask, answer) for ask, answer in zip(asks, answers, strict=True)]
+
+    async def _run_admissions(self, asks: Sequence[_AdmitAsk]) -> list[Any]:
+        """One pipeline of EVALSHA (the script's 1 KB travels and is hashed only when Redis lacks it); an
+        ask's error is its answer, so an ask that ran is never run twice."""
+        pipe = self._client.pipeline(transaction=False)
+        for ask in asks:
+            keys = [ask.rate_key] if ask.lease is None else [ask.rate_key, ask.lease.name]
+            token = ask.lease.token if ask.lease is not None else ""
+            pipe.evalsha(_ADMIT_SHA1, len(keys), *keys, ask.now_ms, ask.interval_ms, ask.burst, token, LEASE_MS)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 def _lease_ask(client_id: str, key: str, fingerprint: str) -> _LeaseAsk:

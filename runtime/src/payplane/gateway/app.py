@@ -7,7 +7,6 @@ Every response body is rendered deterministically from the worker's answer, so a
 logged ``internal_error`` instead of a crash.
 """
 
-import asyncio
 import itertools
 import json
 import logging
@@ -18,6 +17,7 @@ from typing import Any, Final, Protocol, cast
 
 import grpc
 import grpc.aio
+import msgspec
 from aiohttp import web
 
 from payplane._gen.v1 import payments_pb2 as pb
@@ -37,6 +37,11 @@ JSON: Final = "application/json"
 ADMIN_ROLE: Final = "admin"
 CREATE_BATCH_MAX: Final = 128  # CreatePayment calls per gRPC call to a worker
 CREATE_BATCHES_PER_WORKER: Final = 2  # batch calls in flight per worker replica (one forms while the other travels)
+
+# Compact UTF-8 JSON, keys in insertion order: the bytes ``json.dumps(value, separators=(",", ":"),
+# ensure_ascii=False)`` gives, at a fraction of its CPU (every response is rendered here).
+_JSON_ENCODER: Final = msgspec.json.Encoder()
+_JSON_DECODER: Final = msgspec.json.Decoder()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -112,7 +117,7 @@ def trace_metadata() -> tuple[tuple[str, str], ...]:
 
 
 def _dumps(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _JSON_ENCODER.encode(value)
 
 
 def error_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
@@ -232,7 +237,10 @@ class Gateway:
         self.observer: RequestObserver = observer or _IgnoreRequests()
         # concurrent CreatePayment calls travel to the workers in batches (one gRPC call for many)
         self._creates: GroupCommit[pb.CreatePaymentBatchItem, pb.PaymentResponse] = GroupCommit(
-            self._create_payments, max_items=CREATE_BATCH_MAX, max_in_flight=CREATE_BATCHES_PER_WORKER * len(workers)
+            self._create_payments,
+            max_items=CREATE_BATCH_MAX,
+            max_in_flight=CREATE_BATCHES_PER_WORKER * len(workers),
+            deadline_s=RPC_TIMEOUT_S,
         )
 
     def app(self) -> web.Application:
@@ -350,12 +358,12 @@ class Gateway:
 
     async def create_payment_call(self, message: pb.CreatePaymentRequest) -> pb.PaymentResponse:
         """CreatePayment on a worker, batched with the concurrent ones: the answer, or the ApiError the
-        worker refused it with (an AioRpcError if the batch's call failed as a whole)."""
+        worker refused it with (an AioRpcError if the batch's call failed as a whole). Answered within
+        RPC_TIMEOUT_S, queueing for a batch included (the group commit's deadline)."""
         context = current_trace.get()
         traceparent = context.child().traceparent if context is not None else ""
         try:
-            async with asyncio.timeout(RPC_TIMEOUT_S):
-                return await self._creates.submit(pb.CreatePaymentBatchItem(request=message, traceparent=traceparent))
+            return await self._creates.submit(pb.CreatePaymentBatchItem(request=message, traceparent=traceparent))
         except TimeoutError:
             raise ApiError(
                 "service_unavailable", "the payment service is unavailable; retry with the same key"
@@ -387,8 +395,8 @@ class Gateway:
         raw = await request.read()
         if raw.strip():
             try:
-                body: object = json.loads(raw)
-            except (UnicodeDecodeError, ValueError):
+                body: object = _JSON_DECODER.decode(raw)
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested deeper than the parser goes
                 raise ApiError("json_invalid", "the request body is not valid JSON") from None
         else:
             body = {}

@@ -12,13 +12,18 @@ Keys are scoped by client, so two clients may use the same key without seeing ea
 """
 
 import hashlib
-import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+import msgspec
+
 KEY_LENGTH_MAX: Final = 255  # Stripe's limit, which clients already respect
 DEFAULT_RETENTION_S: Final = 24 * 60 * 60
+# Sorted keys, no whitespace, UTF-8 unescaped: the same bytes as the standard library's
+# ``json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)``, so fingerprints stored
+# by earlier versions still match (a unit test compares the two).
+_CANONICAL_JSON: Final = msgspec.json.Encoder(order="sorted")
 
 
 class IdempotencyKeyError(ValueError):
@@ -52,8 +57,7 @@ def validate_key(key: str | None) -> str:
 
 def fingerprint(method: str, path: str, body: object) -> str:
     """SHA-256 of the canonical request: key order and whitespace in the JSON body do not matter."""
-    canonical = json.dumps([method.upper(), path, body], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL_JSON.encode([method.upper(), path, body])).hexdigest()
 
 
 def decide(stored: StoredKey | None, request_fingerprint: str, now_s: float, retention_s: float) -> Decision:

@@ -9,6 +9,10 @@ batches as large as the load makes them: one round trip, one commit and one fsyn
 The batch function returns one result per item, in order; a result that is an exception is raised to
 that item's caller only. If the batch function itself raises, every caller of that batch gets the
 exception (callers are never left waiting).
+
+With ``deadline_s``, every item is answered within that long of its ``submit``: an item still queued
+then gets ``TimeoutError`` and is never sent, and a batch that runs past its oldest item's deadline is
+cancelled, its callers getting ``TimeoutError``. One timer per batch does it, not one per caller.
 """
 
 import asyncio
@@ -32,21 +36,26 @@ class GroupCommit(Generic[ItemT, ResultT]):
         max_items: int = MAX_ITEMS_DEFAULT,
         max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
         observe_batch: Callable[[int], None] | None = None,
+        deadline_s: float | None = None,
     ) -> None:
         if max_items < 1 or max_in_flight < 1:
             raise ValueError("max_items and max_in_flight must be at least 1")
+        if deadline_s is not None and deadline_s <= 0:
+            raise ValueError("deadline_s must be positive")
+        self._deadline_s = deadline_s
         self._run_batch = run_batch
         self._max_items = max_items
         self._max_in_flight = max_in_flight
         self._observe_batch = observe_batch
-        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT], float]] = []  # (item, answer, submitted at)
         self._in_flight = 0
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: ItemT) -> ResultT:
-        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ResultT] = loop.create_future()
+        self._queue.append((item, future, loop.time() if self._deadline_s is not None else 0.0))
         self._schedule()
         return await future
 
@@ -58,8 +67,10 @@ class GroupCommit(Generic[ItemT, ResultT]):
 
     def _start(self) -> None:
         self._scheduled = False
-        # callers cancelled while queued (their deadline passed) are dropped before anything is sent
+        # callers cancelled while queued, and items past their deadline, are dropped before anything is sent
         self._queue = [entry for entry in self._queue if not entry[1].done()]
+        if self._deadline_s is not None:
+            self._expire(asyncio.get_running_loop().time() - self._deadline_s)
         while self._queue and self._in_flight < self._max_in_flight:
             batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
             self._in_flight += 1
@@ -67,22 +78,31 @@ class GroupCommit(Generic[ItemT, ResultT]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, batch: list[tuple[ItemT, "asyncio.Future[ResultT]"]]) -> None:
+    def _expire(self, submitted_before: float) -> None:
+        kept = []
+        for entry in self._queue:
+            if entry[2] <= submitted_before:
+                entry[1].set_exception(TimeoutError("not sent within the deadline"))
+            else:
+                kept.append(entry)
+        self._queue = kept
+
+    async def _run(self, batch: list[tuple[ItemT, "asyncio.Future[ResultT]", float]]) -> None:
         try:
             if self._observe_batch is not None:
                 self._observe_batch(len(batch))
             try:
-                results = await self._run_batch([item for item, _ in batch])
+                results = await self._run_within_deadline(batch)
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} items answered {len(results)} results")
             except BaseException as exc:  # every caller learns the batch failed, then it propagates
-                for _, future in batch:
+                for _, future, _submitted in batch:
                     if not future.done():
                         future.set_exception(exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
-            for (_, future), result in zip(batch, results, strict=True):
+            for (_, future, _submitted), result in zip(batch, results, strict=True):
                 if future.done():
                     continue  # the caller went away (cancelled); its item was still processed
                 if isinstance(result, BaseException):
@@ -92,3 +112,12 @@ class GroupCommit(Generic[ItemT, ResultT]):
         finally:
             self._in_flight -= 1
             self._schedule()
+
+    async def _run_within_deadline(
+        self, batch: list[tuple[ItemT, "asyncio.Future[ResultT]", float]]
+    ) -> Sequence[ResultT | BaseException]:
+        items = [item for item, _, _ in batch]
+        if self._deadline_s is None:
+            return await self._run_batch(items)
+        async with asyncio.timeout_at(min(submitted for _, _, submitted in batch) + self._deadline_s):
+            return await self._run_batch(items)
