@@ -6,6 +6,7 @@ errors (400 over REST, INVALID_ARGUMENT over gRPC, never a fraud decline), a bod
 limit gets 413, the rate limit answers 429 with Retry-After past the burst, idempotency keys are kept for
 the rail's retention."""
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +38,7 @@ LIMIT_VARIABLES = frozenset(
     }
 )
 BODY_BYTES_MAX = 4096
+RATE_LIMIT_WAIT_S = 1.5  # at 5 requests/s a refused client may send again within 0.2 s
 RAIL = parse_rail(
     body(
         "PaymentRail",
@@ -169,3 +171,31 @@ async def test_the_rails_limits_as_the_operator_writes_them_are_enforced(
         assert 12 <= allowed < 20, f"burst 12 at 5/s: {statuses}"
         assert set(statuses) == {200, 429}
         assert all(r is not None and int(r) >= 1 for s, r in zip(statuses, retry_after, strict=True) if s == 429)
+
+        await _payments_past_the_burst_get_429_and_leave_no_trace(payer, stack.payments_dsn, source, wallet)
+
+
+async def _payments_past_the_burst_get_429_and_leave_no_trace(
+    payer: PayingClient, payments_dsn: str, source: str, wallet: str
+) -> None:
+    """Concurrent POST /v1/payments share one batch, whose one Redis round trip checks each request's rate
+    and takes its key's lease: past the burst, 429 with Retry-After, no payment and no lease, so the same
+    key succeeds once the client waited."""
+    body = {"amount": 100, "currency": "EUR", "source": source, "destination": wallet}
+    keys = [new_key() for _ in range(30)]
+    answers = await asyncio.gather(*(payer.post("/v1/payments", body, key) for key in keys))
+    statuses = [status for status, _ in answers]
+    assert set(statuses) == {200, 429}, statuses
+    refused = [key for key, (status, _) in zip(keys, answers, strict=True) if status == 429]
+    assert all(answer["error"]["code"] == "rate_limited" for status, answer in answers if status == 429)
+    conn = await asyncpg.connect(payments_dsn)
+    try:
+        stored_keys = {
+            row["key"] for row in await conn.fetch("select key from idempotency_keys where key = any($1)", keys)
+        }
+    finally:
+        await conn.close()
+    assert stored_keys == set(keys) - set(refused)
+    await asyncio.sleep(RATE_LIMIT_WAIT_S)
+    status, created = await payer.post("/v1/payments", body, refused[0])
+    assert status == 200, created

@@ -7,6 +7,7 @@ Every response body is rendered deterministically from the worker's answer, so a
 logged ``internal_error`` instead of a crash.
 """
 
+import asyncio
 import itertools
 import json
 import logging
@@ -70,6 +71,15 @@ class Admission:
     retry_after_s: float = 0.0
     lease_state: str = ""
     lease_token: str = ""
+
+
+@dataclass(frozen=True)
+class _CreateAsk:
+    """A CreatePayment waiting for its batch; ``admit``: its rate check and key lease are still to be taken
+    (in the batch's one Redis round trip)."""
+
+    item: pb.CreatePaymentBatchItem
+    admit: bool
 
 
 Authenticator = Callable[[str], Awaitable[Principal | None]]
@@ -208,6 +218,11 @@ def _batch_result(result: pb.CreatePaymentResult) -> pb.PaymentResponse | ApiErr
         return ApiError("internal_error", "the payment service failed; retry with the same Idempotency-Key")
 
 
+def _refusal(admission: Admission) -> RateLimitedError | None:
+    """The error a request the rate check refused gets (Retry-After in whole seconds, at least 1)."""
+    return None if admission.allowed else RateLimitedError(max(1, int(admission.retry_after_s + 0.999)))
+
+
 class RequestObserver(Protocol):
     """Where the gateway reports each finished request (metrics); the default ignores it."""
 
@@ -235,8 +250,9 @@ class Gateway:
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
         self.observer: RequestObserver = observer or _IgnoreRequests()
-        # concurrent CreatePayment calls travel to the workers in batches (one gRPC call for many)
-        self._creates: GroupCommit[pb.CreatePaymentBatchItem, pb.PaymentResponse] = GroupCommit(
+        # concurrent CreatePayment calls travel to the workers in batches: one Redis round trip for their rate
+        # checks and leases, then one gRPC call for the admitted
+        self._creates: GroupCommit[_CreateAsk, pb.PaymentResponse] = GroupCommit(
             self._create_payments,
             max_items=CREATE_BATCH_MAX,
             max_in_flight=CREATE_BATCHES_PER_WORKER * len(workers),
@@ -305,8 +321,9 @@ class Gateway:
         authorization = request.headers.get("Authorization", "")
         try:
             if request.method == "POST":
-                # every POST carries an Idempotency-Key: its rate check runs in _post_body, once the body is
-                # valid, together with the key's lease (one Redis round trip for both)
+                # every POST carries an Idempotency-Key: its rate check runs once the body is valid, together
+                # with the key's lease (one Redis round trip for both: in _post_body, or for a new payment in
+                # its batch's one round trip)
                 request["principal"] = await self.authenticated(authorization)
             else:
                 request["principal"] = await self.admit(authorization)
@@ -340,8 +357,9 @@ class Gateway:
 
     @staticmethod
     def _allowed(admission: Admission) -> None:
-        if not admission.allowed:
-            raise RateLimitedError(max(1, int(admission.retry_after_s + 0.999)))
+        refusal = _refusal(admission)
+        if refusal is not None:
+            raise refusal
 
     async def _principal(self, key: str) -> Principal | None:
         now = time.monotonic()
@@ -356,20 +374,49 @@ class Gateway:
 
     # --- calls to the workers ----------------------------------------------------------------------
 
-    async def create_payment_call(self, message: pb.CreatePaymentRequest) -> pb.PaymentResponse:
+    async def create_payment_call(self, message: pb.CreatePaymentRequest, *, admitted: bool) -> pb.PaymentResponse:
         """CreatePayment on a worker, batched with the concurrent ones: the answer, or the ApiError the
-        worker refused it with (an AioRpcError if the batch's call failed as a whole). Answered within
-        RPC_TIMEOUT_S, queueing for a batch included (the group commit's deadline)."""
+        worker refused it with (an AioRpcError if the batch's call failed as a whole). Unless ``admitted``
+        (the caller ran the rate check itself), the batch checks the client's rate and takes the key's
+        lease first, and a refusal raises RateLimitedError. Answered within RPC_TIMEOUT_S, queueing for
+        a batch included (the group commit's deadline)."""
         context = current_trace.get()
         traceparent = context.child().traceparent if context is not None else ""
+        item = pb.CreatePaymentBatchItem(request=message, traceparent=traceparent)
         try:
-            return await self._creates.submit(pb.CreatePaymentBatchItem(request=message, traceparent=traceparent))
+            return await self._creates.submit(_CreateAsk(item, admit=not admitted))
         except TimeoutError:
             raise ApiError(
                 "service_unavailable", "the payment service is unavailable; retry with the same key"
             ) from None
 
-    async def _create_payments(self, items: Sequence[pb.CreatePaymentBatchItem]) -> list[pb.PaymentResponse | ApiError]:
+    async def _create_payments(self, asks: Sequence[_CreateAsk]) -> list[pb.PaymentResponse | BaseException]:
+        refused = await self._admit_creates([ask for ask in asks if ask.admit])
+        sent = [ask.item for ask in asks if id(ask) not in refused]
+        answers = iter(await self._send_creates(sent) if sent else [])
+        return [refused[id(ask)] if id(ask) in refused else next(answers) for ask in asks]
+
+    async def _admit_creates(self, asks: Sequence[_CreateAsk]) -> dict[int, RateLimitedError]:
+        """Rate checks and leases for ``asks`` (started in one turn of the loop, they share one Redis
+        pipeline); each admitted ask carries its lease to the worker. Returns the refused, by ``id``."""
+        admissions = await asyncio.gather(
+            *(
+                self.admission(ask.item.request.caller.client_id, (idem.key, idem.fingerprint))
+                for ask in asks
+                for idem in (ask.item.request.idempotency,)
+            )
+        )
+        refused = {}
+        for ask, admission in zip(asks, admissions, strict=True):
+            refusal = _refusal(admission)
+            if refusal is None:
+                idempotency = ask.item.request.idempotency
+                idempotency.lease_state, idempotency.lease_token = admission.lease_state, admission.lease_token
+            else:
+                refused[id(ask)] = refusal
+        return refused
+
+    async def _send_creates(self, items: Sequence[pb.CreatePaymentBatchItem]) -> list[pb.PaymentResponse | ApiError]:
         answer = await self.workers.batch_stub().CreatePayments(
             pb.CreatePaymentBatch(items=items), timeout=RPC_TIMEOUT_S
         )
@@ -383,8 +430,10 @@ class Gateway:
         return pb.Caller(client_id=principal.client_id)
 
     async def _post_body(
-        self, request: web.Request, fields: tuple[schema.Field, ...]
+        self, request: web.Request, fields: tuple[schema.Field, ...], *, admit: bool = True
     ) -> tuple[dict[str, Any], pb.Idempotency]:
+        """The validated body and its idempotency (key, fingerprint); with ``admit``, after the client's
+        rate check and the key's lease (RateLimitedError)."""
         try:
             key = validate_key(request.headers.get("Idempotency-Key"))
         except IdempotencyKeyError as exc:
@@ -402,7 +451,8 @@ class Gateway:
             body = {}
         values = schema.validate_body(body, fields)
         idempotency = pb.Idempotency(key=key, fingerprint=fingerprint(request.method, request.path, values))
-        await self.admit_idempotent(request["principal"], idempotency)
+        if admit:
+            await self.admit_idempotent(request["principal"], idempotency)
         return values, idempotency
 
     @staticmethod
@@ -460,7 +510,7 @@ class Gateway:
         )
 
     async def create_payment(self, request: web.Request) -> web.Response:
-        values, idem = await self._post_body(request, schema.CREATE_PAYMENT)
+        values, idem = await self._post_body(request, schema.CREATE_PAYMENT, admit=False)  # admitted in the batch
         message = pb.CreatePaymentRequest(
             caller=self._caller(request),
             idempotency=idem,
@@ -471,7 +521,7 @@ class Gateway:
             capture_method=values.get("capture_method", ""),
             description=values.get("description", ""),
         )
-        answer = await self.create_payment_call(message)
+        answer = await self.create_payment_call(message, admitted=False)
         # The worker logs every payment it creates and every change of its status (INFO, with the same
         # payment and trace ids); this line repeats the first at the busiest process's event loop, whose
         # tail latency it measurably lengthened (docs/benchmarks.md), so it is written at DEBUG only.

@@ -117,7 +117,8 @@ class PublicPaymentService:
             for name in ("fingerprint", "lease_state", "lease_token"):  # the gateway's to set, not the client's
                 request.idempotency.ClearField(name)  # type: ignore[attr-defined]
         if isinstance(request, pb.CreatePaymentRequest):
-            return await self.gateway.create_payment_call(request)  # batched like the REST edge's
+            # batched like the REST edge's; the rate check ran above and the worker takes the key's lease
+            return await self.gateway.create_payment_call(request, admitted=True)
         wait_ms = max(0, min(int(getattr(request, "wait_ms", 0)), WAIT_MS_MAX))
         timeout_s = RPC_TIMEOUT_S + wait_ms / 1000
         call = getattr(self.gateway.workers.stub(), method)
