@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
 SCHEMA_VERSION: Final = 1
 MESSAGE_BYTES_MAX: Final = 64 * 1024
 
@@ -43,8 +45,13 @@ class TransferOutcome(NamedTuple):
     payment_ref: str = ""
 
 
+# Sorted keys, no whitespace, UTF-8: the standard library's ``json.dumps(..., sort_keys=True,
+# separators=(",", ":"))`` except that text outside ASCII is written as UTF-8, not escaped (the same JSON)
+_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+
+
 def _dumps(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    return _ENCODER.encode(value)
 
 
 def encode_command(command: LedgerCommand) -> bytes:

@@ -6,17 +6,18 @@ passes (for example ``payment_id``), ``trace_id`` while a request's trace contex
 """
 
 import asyncio
-import json
 import logging
 from datetime import UTC, datetime
 from typing import Final
+
+import msgspec
 
 from payplane.platform.tracing import current_trace
 
 _STANDARD_ATTRIBUTES: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 
 
-_ENCODER: Final = json.JSONEncoder(default=str)
+_ENCODER: Final = msgspec.json.Encoder(enc_hook=str)  # a value JSON has no form for is written as its str()
 
 
 class JsonFormatter(logging.Formatter):
@@ -50,7 +51,7 @@ class JsonFormatter(logging.Formatter):
             line[key] = fields[key]
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(line)
+        return _ENCODER.encode(line).decode()
 
 
 class LoopTurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
