@@ -84,6 +84,38 @@ async def test_admissions_check_the_rate_and_take_the_lease_in_one_round_trip(in
         await edge.close()
 
 
+async def test_a_batch_of_admissions_answers_each_as_if_alone(infra: Infra) -> None:
+    """``admit_many`` (a gateway batch's one round trip): in order, a client's requests count one by one,
+    a key asked twice finds its own lease held, and a refused request takes no lease."""
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    busy, other = f"cli_{uuid.uuid4().hex[:12]}", f"cli_{uuid.uuid4().hex[:12]}"
+    try:
+        answers = await edge.admit_many(
+            1.0,
+            2,
+            [
+                (busy, ("k1", "fp-a")),
+                (other, ("k1", "fp-a")),  # another client's key of the same name: its own
+                (busy, ("k1", "fp-a")),  # the same request again: in flight
+                (busy, ("k2", "fp-b")),
+                (busy, ("k3", "fp-c")),  # past the burst: refused
+            ],
+        )
+        assert [a.rate.allowed for a in answers] == [True, True, True, True, False]
+        assert [a.lease.state if a.lease else None for a in answers] == [
+            LeaseState.ACQUIRED,
+            LeaseState.ACQUIRED,
+            LeaseState.HELD_SAME_BODY,
+            LeaseState.ACQUIRED,
+            None,
+        ]
+        later = await edge.admit(busy, 0.0, 0, ("k3", "fp-c"))
+        assert later.lease is not None
+        assert later.lease.state is LeaseState.ACQUIRED  # the refused request left its key free
+    finally:
+        await edge.close()
+
+
 async def test_admissions_load_their_script_into_a_redis_that_lost_it(infra: Infra) -> None:
     """Admissions name their script by its SHA-1; a Redis that restarted or flushed its scripts gets it
     again, and each admission still runs exactly once (counted once by the rate check, one lease)."""
@@ -114,6 +146,7 @@ async def test_an_unreachable_redis_degrades_open_without_waiting() -> None:
         leases = await asyncio.gather(*(edge.lease("cli_x", f"k{i}", "fp") for i in range(5)))
         rates = [a.rate for a in await asyncio.gather(*(edge.admit("cli_x", 1.0, 1) for _ in range(5)))]
         admissions = await asyncio.gather(*(edge.admit("cli_x", 1.0, 1, (f"k{i}", "fp")) for i in range(5)))
+        admissions += await edge.admit_many(1.0, 1, [("cli_x", (f"b{i}", "fp")) for i in range(5)])
         assert {lease.state for lease in leases} == {LeaseState.UNAVAILABLE}
         assert all(d.allowed for d in rates)
         assert all(a.rate.allowed and a.lease == Lease(LeaseState.UNAVAILABLE) for a in admissions)

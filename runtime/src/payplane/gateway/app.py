@@ -89,6 +89,8 @@ class _CreateAsk:
 Authenticator = Callable[[str], Awaitable[Principal | None]]
 # (client id, (idempotency key, fingerprint) or None) -> the admission
 Admitter = Callable[[str, tuple[str, str] | None], Awaitable[Admission]]
+# several requests' (client id, (key, fingerprint)) at once: one round trip, answers in order
+BatchAdmitter = Callable[[Sequence[tuple[str, tuple[str, str]]]], Awaitable[list[Admission]]]
 
 
 class WorkerPool:
@@ -245,11 +247,14 @@ class Gateway:
         authenticate: Authenticator,
         admission: Admitter,
         body_bytes_max: int = 16 * 1024,
+        *,
         observer: RequestObserver | None = None,
+        batch_admission: BatchAdmitter | None = None,
     ) -> None:
         self.workers = workers
         self.authenticate = authenticate
         self.admission = admission
+        self.batch_admission: BatchAdmitter = batch_admission or self._admit_each
         self.body_bytes_max = body_bytes_max
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
@@ -401,14 +406,14 @@ class Gateway:
         return [refused[id(ask)] if id(ask) in refused else next(answers) for ask in asks]
 
     async def _admit_creates(self, asks: Sequence[_CreateAsk]) -> dict[int, RateLimitedError]:
-        """Rate checks and leases for ``asks`` (started in one turn of the loop, they share one Redis
-        pipeline); each admitted ask carries its lease to the worker. Returns the refused, by ``id``."""
-        admissions = await asyncio.gather(
-            *(
-                self.admission(ask.item.request.caller.client_id, (idem.key, idem.fingerprint))
+        """Rate checks and leases for ``asks`` (one Redis round trip); each admitted ask carries its lease
+        to the worker. Returns the refused, by ``id``."""
+        admissions = await self.batch_admission(
+            [
+                (ask.item.request.caller.client_id, (idem.key, idem.fingerprint))
                 for ask in asks
                 for idem in (ask.item.request.idempotency,)
-            )
+            ]
         )
         refused = {}
         for ask, admission in zip(asks, admissions, strict=True):
@@ -419,6 +424,9 @@ class Gateway:
             else:
                 refused[id(ask)] = refusal
         return refused
+
+    async def _admit_each(self, requests: Sequence[tuple[str, tuple[str, str]]]) -> list[Admission]:
+        return list(await asyncio.gather(*(self.admission(client_id, idem) for client_id, idem in requests)))
 
     async def _send_creates(self, items: Sequence[pb.CreatePaymentBatchItem]) -> list[pb.PaymentResponse | ApiError]:
         answer = await self.workers.batch_stub().CreatePayments(

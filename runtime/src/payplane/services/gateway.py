@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,7 +31,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from payplane.adapters import api_clients
+from payplane.adapters import api_clients, redis_edge
 from payplane.adapters.grpc_mtls import RotatingChannel
 from payplane.adapters.redis_edge import RedisEdge
 from payplane.adapters.svid import SvidSource
@@ -109,15 +110,23 @@ async def run(config: GatewayConfig) -> int:
     async def admission(client_id: str, idempotency: tuple[str, str] | None) -> Admission:
         if redis is None:
             return Admission(True)
-        answer = await redis.admit(client_id, config.rate_per_s, config.rate_burst, idempotency)
-        lease_state, lease_token = (answer.lease.state.value, answer.lease.token) if answer.lease else ("", "")
-        return Admission(answer.rate.allowed, answer.rate.retry_after_s, lease_state, lease_token)
+        return _admission(await redis.admit(client_id, config.rate_per_s, config.rate_burst, idempotency))
+
+    async def batch_admission(requests: Sequence[tuple[str, tuple[str, str]]]) -> list[Admission]:
+        if redis is None:
+            return [Admission(True)] * len(requests)
+        return [_admission(a) for a in await redis.admit_many(config.rate_per_s, config.rate_burst, requests)]
 
     metrics = GatewayMetrics()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     gateway = Gateway(
-        WorkerPool([c.channel for c in channels]), authenticate, admission, config.body_bytes_max, observer=metrics
+        WorkerPool([c.channel for c in channels]),
+        authenticate,
+        admission,
+        config.body_bytes_max,
+        observer=metrics,
+        batch_admission=batch_admission,
     )
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
@@ -147,6 +156,11 @@ async def run(config: GatewayConfig) -> int:
             await redis.close()
         await pool.close()
         source.close()
+
+
+def _admission(answer: redis_edge.Admission) -> Admission:
+    lease_state, lease_token = (answer.lease.state.value, answer.lease.token) if answer.lease else ("", "")
+    return Admission(answer.rate.allowed, answer.rate.retry_after_s, lease_state, lease_token)
 
 
 async def _public_grpc_server(gateway: Gateway, config: GatewayConfig) -> tuple[grpc.aio.Server, int]:
