@@ -128,8 +128,26 @@ async def test_an_item_queued_past_its_deadline_is_never_sent() -> None:
     assert recorder.batches == [[0]]
 
 
+async def test_a_second_batch_overlaps_the_first_only_once_enough_items_wait() -> None:
+    hold = asyncio.Event()
+    recorder = Recorder(hold)
+    commit = GroupCommit(recorder.double, max_items=10, max_in_flight=2, overlap_items_min=3)
+    first = asyncio.ensure_future(commit.submit(0))
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.ensure_future(commit.submit(i)) for i in (2, 4)]
+    await asyncio.sleep(0.01)
+    assert recorder.batches == [[0]]  # two waiting: they wait for the running batch
+    waiting.append(asyncio.ensure_future(commit.submit(6)))
+    await asyncio.sleep(0.01)
+    assert recorder.batches == [[0], [2, 4, 6]]  # the third makes a batch worth a second slot
+    hold.set()
+    assert [await f for f in (first, *waiting)] == [0, 4, 8, 12]
+
+
 def test_limits_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(ValueError, match="must be at least 1"):
         GroupCommit(Recorder().double, max_items=0)
     with pytest.raises(ValueError, match="positive"):
         GroupCommit(Recorder().double, deadline_s=0)
+    with pytest.raises(ValueError, match="at least 1"):
+        GroupCommit(Recorder().double, overlap_items_min=0)

@@ -10,6 +10,10 @@ The batch function returns one result per item, in order; a result that is an ex
 that item's caller only. If the batch function itself raises, every caller of that batch gets the
 exception (callers are never left waiting).
 
+With ``overlap_items_min``, a batch starts while another is running only once that many items wait:
+at moderate load one batch at a time (larger batches, less work per item), under a burst several
+(the next round trip does not wait for the previous one).
+
 With ``deadline_s``, every item is answered within that long of its ``submit``: an item still queued
 then gets ``TimeoutError`` and is never sent, and a batch that runs past its oldest item's deadline is
 cancelled, its callers getting ``TimeoutError``. One timer per batch does it, not one per caller.
@@ -37,15 +41,17 @@ class GroupCommit(Generic[ItemT, ResultT]):
         max_in_flight: int = MAX_IN_FLIGHT_DEFAULT,
         observe_batch: Callable[[int], None] | None = None,
         deadline_s: float | None = None,
+        overlap_items_min: int = 1,
     ) -> None:
-        if max_items < 1 or max_in_flight < 1:
-            raise ValueError("max_items and max_in_flight must be at least 1")
+        if max_items < 1 or max_in_flight < 1 or overlap_items_min < 1:
+            raise ValueError("max_items, max_in_flight and overlap_items_min must be at least 1")
         if deadline_s is not None and deadline_s <= 0:
             raise ValueError("deadline_s must be positive")
         self._deadline_s = deadline_s
         self._run_batch = run_batch
         self._max_items = max_items
         self._max_in_flight = max_in_flight
+        self._overlap_items_min = overlap_items_min
         self._observe_batch = observe_batch
         self._queue: list[tuple[ItemT, asyncio.Future[ResultT], float]] = []  # (item, answer, submitted at)
         self._in_flight = 0
@@ -59,8 +65,13 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._schedule()
         return await future
 
+    def _slot_free(self) -> bool:
+        if self._in_flight == 0:
+            return True
+        return self._in_flight < self._max_in_flight and len(self._queue) >= self._overlap_items_min
+
     def _schedule(self) -> None:
-        if self._scheduled or not self._queue or self._in_flight >= self._max_in_flight:
+        if self._scheduled or not self._queue or not self._slot_free():
             return
         self._scheduled = True
         asyncio.get_running_loop().call_soon(self._start)
@@ -71,7 +82,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._queue = [entry for entry in self._queue if not entry[1].done()]
         if self._deadline_s is not None:
             self._expire(asyncio.get_running_loop().time() - self._deadline_s)
-        while self._queue and self._in_flight < self._max_in_flight:
+        while self._queue and self._slot_free():
             batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
             self._in_flight += 1
             task = asyncio.get_running_loop().create_task(self._run(batch))
