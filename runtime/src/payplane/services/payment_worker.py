@@ -45,6 +45,7 @@ from payplane.adapters.grpc_mtls import CallerAllowList, server_credentials
 from payplane.adapters.ledger_results import LedgerResultsConsumer
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.payments_store import (
+    CLEANUP_BATCH_MAX,
     MIGRATIONS_PACKAGE,
     Conn,
     IdempotencyClaim,
@@ -591,11 +592,26 @@ class PaymentBatchService(pb_grpc.PaymentBatchServiceServicer):  # type: ignore[
 async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError, InternalClientError):
-            deleted = await store.cleanup_expired_keys()
-            if deleted:
-                log.info("removed %d expired idempotency keys", deleted)
+            await cleanup_round(store, stopping)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), CLEANUP_INTERVAL_S)
+
+
+async def cleanup_round(store: PaymentsStore, stopping: asyncio.Event) -> None:
+    """Expired idempotency keys, then outbox rows published long enough ago: each deleted batch by batch
+    until a batch comes back short, so a round keeps up with any rate (a batch a minute would not)."""
+    for step, what in (
+        (store.cleanup_expired_keys, "expired idempotency keys"),
+        (store.cleanup_published_outbox, "published outbox rows"),
+    ):
+        total = 0
+        while not stopping.is_set():
+            deleted = await step()
+            total += deleted
+            if deleted < CLEANUP_BATCH_MAX:
+                break
+        if total:
+            log.info("removed %d %s", total, what)
 
 
 def fraud_policy(config: WorkerConfig, metrics: PaymentWorkerMetrics) -> PolicyFile:
