@@ -59,7 +59,7 @@ Conn = asyncpg.Connection | PoolConnectionProxy
 MIGRATIONS_PACKAGE: Final = "payplane.payments.migrations"
 NOTIFY_CHANNEL: Final = "payplane_outbox"
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
-CLEANUP_BATCH_MAX: Final = 10_000
+CLEANUP_BATCH_MAX: Final = 2_000  # rows per cleanup statement: a few ms of the database each
 # Published outbox rows stay this long (to inspect what was sent), then the worker's cleanup deletes them:
 # without it the table would grow by two rows per payment for ever.
 OUTBOX_PUBLISHED_KEEP_S: Final = 3600.0

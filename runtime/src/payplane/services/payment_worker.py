@@ -79,6 +79,7 @@ WAIT_MS_MAX: Final = 10_000
 WAIT_POLL_S: Final = 0.02
 LIST_LIMIT_MAX: Final = 100
 CLEANUP_INTERVAL_S: Final = 60.0
+CLEANUP_PAUSE_S: Final = 0.05  # between two full cleanup batches (up to 40,000 rows a second)
 LEDGER_CONNECT_TIMEOUT_S: Final = 5.0  # a balance read from an unreachable shard answers 503 within the RPC timeout
 ResponseT = TypeVar("ResponseT", bound=Message)
 # InternalClientError: a session ended under a running statement ("another operation is in progress")
@@ -599,7 +600,9 @@ async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
 
 async def cleanup_round(store: PaymentsStore, stopping: asyncio.Event) -> None:
     """Expired idempotency keys, then outbox rows published long enough ago: each deleted batch by batch
-    until a batch comes back short, so a round keeps up with any rate (a batch a minute would not)."""
+    until a batch comes back short, so a round keeps up with any rate (a batch a minute would not), with
+    a pause between batches so that the deletes are spread out instead of taking the database's CPU
+    from the payments in one burst."""
     for step, what in (
         (store.cleanup_expired_keys, "expired idempotency keys"),
         (store.cleanup_published_outbox, "published outbox rows"),
@@ -610,6 +613,7 @@ async def cleanup_round(store: PaymentsStore, stopping: asyncio.Event) -> None:
             total += deleted
             if deleted < CLEANUP_BATCH_MAX:
                 break
+            await asyncio.sleep(CLEANUP_PAUSE_S)
         if total:
             log.info("removed %d %s", total, what)
 
