@@ -1,5 +1,7 @@
 """The gateway reports every finished request by route template, method and status."""
 
+from collections.abc import Sequence
+
 import grpc.aio
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,13 +17,17 @@ async def _always(_client: str, _idempotency: tuple[str, str] | None) -> Admissi
     return Admission(True)
 
 
+async def _always_all(requests: Sequence[tuple[str, tuple[str, str]]]) -> list[Admission]:
+    return [Admission(True)] * len(requests)
+
+
 def _no_channel() -> grpc.aio.Channel:
     raise AssertionError("no request in this test reaches a payment worker")
 
 
 async def test_requests_are_counted_by_route_template() -> None:
     metrics = GatewayMetrics()
-    gateway = Gateway(WorkerPool([_no_channel]), _nobody, _always, observer=metrics)
+    gateway = Gateway(WorkerPool([_no_channel]), _nobody, _always, _always_all, observer=metrics)
     async with TestClient(TestServer(gateway.app())) as client:
         assert (await client.get("/healthz")).status == 200
         assert (await client.get("/v1/payments/pay_123")).status == 401

@@ -7,7 +7,6 @@ Every response body is rendered deterministically from the worker's answer, so a
 logged ``internal_error`` instead of a crash.
 """
 
-import asyncio
 import itertools
 import json
 import logging
@@ -247,15 +246,15 @@ class Gateway:
         workers: WorkerPool,
         authenticate: Authenticator,
         admission: Admitter,
+        batch_admission: BatchAdmitter,
         body_bytes_max: int = 16 * 1024,
         *,
         observer: RequestObserver | None = None,
-        batch_admission: BatchAdmitter | None = None,
     ) -> None:
         self.workers = workers
         self.authenticate = authenticate
         self.admission = admission
-        self.batch_admission: BatchAdmitter = batch_admission or self._admit_each
+        self.batch_admission = batch_admission
         self.body_bytes_max = body_bytes_max
         self.openapi = _dumps(schema.openapi_document())
         self._auth_cache: dict[str, tuple[float, Principal | None]] = {}
@@ -402,33 +401,25 @@ class Gateway:
             ) from None
 
     async def _create_payments(self, asks: Sequence[_CreateAsk]) -> list[pb.PaymentResponse | BaseException]:
-        refused = await self._admit_creates([ask for ask in asks if ask.admit])
-        sent = [ask.item for ask in asks if id(ask) not in refused]
+        refusals = await self._admit_creates(asks)
+        sent = [ask.item for ask, refusal in zip(asks, refusals, strict=True) if refusal is None]
         answers = iter(await self._send_creates(sent) if sent else [])
-        return [refused[id(ask)] if id(ask) in refused else next(answers) for ask in asks]
+        return [refusal if refusal is not None else next(answers) for refusal in refusals]
 
-    async def _admit_creates(self, asks: Sequence[_CreateAsk]) -> dict[int, RateLimitedError]:
-        """Rate checks and leases for ``asks`` (one Redis round trip); each admitted ask carries its lease
-        to the worker. Returns the refused, by ``id``."""
-        admissions = await self.batch_admission(
-            [
-                (ask.item.request.caller.client_id, (idem.key, idem.fingerprint))
-                for ask in asks
-                for idem in (ask.item.request.idempotency,)
-            ]
-        )
-        refused = {}
-        for ask, admission in zip(asks, admissions, strict=True):
-            refusal = _refusal(admission)
-            if refusal is None:
+    async def _admit_creates(self, asks: Sequence[_CreateAsk]) -> list[RateLimitedError | None]:
+        """Rate checks and leases for the asks that still need them (one Redis round trip, none if no ask
+        does); each admitted ask carries its lease to the worker. Returns each ask's refusal, or None."""
+        requests = [ask.item.request for ask in asks if ask.admit]
+        waiting = [(r.caller.client_id, (r.idempotency.key, r.idempotency.fingerprint)) for r in requests]
+        answers = iter(await self.batch_admission(waiting) if waiting else [])
+        refusals: list[RateLimitedError | None] = []
+        for ask in asks:
+            admission = next(answers) if ask.admit else None
+            refusals.append(_refusal(admission) if admission is not None else None)
+            if admission is not None and admission.allowed:
                 idempotency = ask.item.request.idempotency
                 idempotency.lease_state, idempotency.lease_token = admission.lease_state, admission.lease_token
-            else:
-                refused[id(ask)] = refusal
-        return refused
-
-    async def _admit_each(self, requests: Sequence[tuple[str, tuple[str, str]]]) -> list[Admission]:
-        return list(await asyncio.gather(*(self.admission(client_id, idem) for client_id, idem in requests)))
+        return refusals
 
     async def _send_creates(self, items: Sequence[pb.CreatePaymentBatchItem]) -> list[pb.PaymentResponse | ApiError]:
         answer = await self.workers.batch_stub().CreatePayments(

@@ -124,9 +124,9 @@ async def run(config: GatewayConfig) -> int:
         WorkerPool([c.channel for c in channels]),
         authenticate,
         admission,
+        batch_admission,
         config.body_bytes_max,
         observer=metrics,
-        batch_admission=batch_admission,
     )
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
