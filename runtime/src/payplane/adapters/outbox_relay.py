@@ -2,9 +2,11 @@
 
 Writers insert outbox rows in the same transaction as their effects and ``NOTIFY`` the channel, so the
 relay wakes at commit time instead of polling on a timer (a slow safety poll covers a lost
-notification). Each round claims unpublished rows with ``FOR UPDATE SKIP LOCKED`` (several relays never
-send the same row under normal operation), sends them, waits for the broker's acknowledgement, then
-marks them published in the same transaction. A crash between the send and the commit re-sends those
+notification). Each round claims the oldest unsent rows with ``FOR UPDATE SKIP LOCKED`` (several relays
+never send the same row under normal operation), sends them, waits for the broker's acknowledgement,
+then, in the same transaction, deletes them (the payments outbox: the table holds only what is still to
+be sent) or marks them published (a ledger shard's outbox, which has a ``published_at`` column and keeps
+the outcomes it sent as the shard's record). A crash between the send and the commit re-sends those
 rows, so every message carries an ``event_id`` header for consumers to deduplicate, and the
 ``traceparent`` of the request that wrote the row when the outbox stores one.
 
@@ -44,9 +46,7 @@ RECORD_BATCH_BYTES_MAX: Final = 512 * 1024  # per topic partition; below the cli
 _PARTITIONER: Final = DefaultPartitioner()
 
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
-OLDEST_UNPUBLISHED_SQL: Final = (
-    "select extract(epoch from created_at)::float8 from outbox where published_at is null order by id limit 1"
-)
+OLDEST_UNPUBLISHED_SQL: Final = "select extract(epoch from created_at)::float8 from outbox {unsent} order by id limit 1"
 _HAS_COLUMN_SQL: Final = (
     "select exists (select from information_schema.columns"
     " where table_schema = current_schema() and table_name = 'outbox' and column_name = $1)"
@@ -55,8 +55,10 @@ _HAS_COLUMN_SQL: Final = (
 _SELECT: Final = (
     "select id, topic, kafka_partition, message_key, payload, {trace} as traceparent, {packed} as packed,"
     " extract(epoch from created_at)::float8 as created_at_s"
-    " from outbox where published_at is null order by id limit $1 for update skip locked"
+    " from outbox {unsent} order by id limit $1 for update skip locked"
 )
+_DELETE_SENT: Final = "delete from outbox where id = any($1::bigint[])"
+_MARK_SENT: Final = "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])"
 PACKED_ROWS_PER_ROUND_MAX: Final = 10  # a packed row holds one writer batch (up to a few thousand messages)
 
 _PACKED: Final = msgspec.msgpack.Encoder()
@@ -115,6 +117,7 @@ class OutboxRelay:
         self.published = 0
         self.observer: OutboxObserver = observer or _IgnoreOutbox()
         self._select = ""
+        self._done = _DELETE_SENT
         self._rows_per_round = ROWS_PER_ROUND_MAX
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -143,9 +146,9 @@ class OutboxRelay:
         self._wake.set()
 
     async def _run_connected(self) -> None:
-        # A published mark lost in a database crash only means a re-send, which consumers deduplicate by
-        # event id: the relay's commits need not wait for the WAL flush. Its marks are key lookups in a
-        # fast-growing table (postgres_sessions).
+        # A delete or mark of sent rows lost in a database crash only means a re-send, which consumers
+        # deduplicate by event id: the relay's commits need not wait for the WAL flush. Both are key
+        # lookups in a fast-changing table (postgres_sessions).
         conn = await asyncpg.connect(
             self.dsn, timeout=5, server_settings={"synchronous_commit": "off", **KEY_LOOKUP_SESSION}
         )
@@ -157,13 +160,17 @@ class OutboxRelay:
             max_batch_size=RECORD_BATCH_BYTES_MAX,
         )
         try:
-            self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL))
-            # the payments outbox carries trace context; a ledger shard's packs a batch's outcomes in a row
+            # the payments outbox carries trace context and deletes what was sent; a ledger shard's packs a
+            # batch's outcomes in a row and keeps the rows it sent, marked
             traced = await conn.fetchval(_HAS_COLUMN_SQL, "traceparent")
             packing = await conn.fetchval(_HAS_COLUMN_SQL, "packed")
+            keeping = await conn.fetchval(_HAS_COLUMN_SQL, "published_at")
+            unsent = "where published_at is null" if keeping else ""
             self._select = _SELECT.format(
-                trace="traceparent" if traced else "null::text", packed="packed" if packing else "false"
+                trace="traceparent" if traced else "null::text", packed="packed" if packing else "false", unsent=unsent
             )
+            self._done = _MARK_SENT if keeping else _DELETE_SENT
+            self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL.format(unsent=unsent)))
             self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if packing else ROWS_PER_ROUND_MAX
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
             await producer.start()
@@ -184,7 +191,7 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), timeout=self.safety_poll_s)
 
     async def _relay_round(self, conn: asyncpg.Connection, producer: AIOKafkaProducer) -> int:
-        """One round: claim up to a round's rows, send their messages, mark the rows; returns the rows."""
+        """One round: claim up to a round's rows, send their messages, delete or mark the rows; returns the rows."""
         async with conn.transaction():
             rows = await conn.fetch(self._select, self._rows_per_round)
             if not rows:
@@ -193,10 +200,7 @@ class OutboxRelay:
             self.observer.oldest_unpublished(rows[0]["created_at_s"])
             messages = [message for row in rows for message in _messages(row, self.source)]
             await asyncio.gather(*await self._send_batches(producer, messages))
-            await conn.execute(
-                "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])",
-                [row["id"] for row in rows],
-            )
+            await conn.execute(self._done, [row["id"] for row in rows])
         self.published += len(messages)
         if len(rows) < self._rows_per_round:
             self.observer.oldest_unpublished(None)  # drained (rows written since then wake the next round)

@@ -60,9 +60,6 @@ MIGRATIONS_PACKAGE: Final = "payplane.payments.migrations"
 NOTIFY_CHANNEL: Final = "payplane_outbox"
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
 CLEANUP_BATCH_MAX: Final = 2_000  # rows per cleanup statement: a few ms of the database each
-# Published outbox rows stay this long (to inspect what was sent), then the worker's cleanup deletes them:
-# without it the table would grow by two rows per payment for ever.
-OUTBOX_PUBLISHED_KEEP_S: Final = 3600.0
 ACCOUNT_CACHE_MAX: Final = 100_000  # immutable account rows kept per process (cleared when full)
 
 PAYMENT_COLUMNS: Final = (
@@ -323,19 +320,6 @@ class PaymentsStore:
         if stored is None:  # expired between the two statements: extremely unlikely, safe to ask for a retry
             raise ApiError("idempotency_key_in_use", "the request with this Idempotency-Key is being processed")
         return replay_or_refuse(stored, claim.fingerprint), True
-
-    async def cleanup_published_outbox(self, keep_s: float = OUTBOX_PUBLISHED_KEEP_S) -> int:
-        """Delete up to CLEANUP_BATCH_MAX outbox rows published more than ``keep_s`` ago, oldest first;
-        returns how many. Rows not yet published are never touched."""
-        deleted = await self.pool.fetchval(
-            """with gone as (delete from outbox where id in (
-                   select id from outbox where published_at < now() - make_interval(secs => $2)
-                   order by id limit $1) returning 1)
-               select count(*) from gone""",
-            CLEANUP_BATCH_MAX,
-            keep_s,
-        )
-        return int(deleted)
 
     async def cleanup_expired_keys(self) -> int:
         deleted = await self.pool.fetchval(

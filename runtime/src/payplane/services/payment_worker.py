@@ -599,23 +599,19 @@ async def _cleanup_loop(store: PaymentsStore, stopping: asyncio.Event) -> None:
 
 
 async def cleanup_round(store: PaymentsStore, stopping: asyncio.Event) -> None:
-    """Expired idempotency keys, then outbox rows published long enough ago: each deleted batch by batch
-    until a batch comes back short, so a round keeps up with any rate (a batch a minute would not), with
-    a pause between batches so that the deletes are spread out instead of taking the database's CPU
-    from the payments in one burst."""
-    for step, what in (
-        (store.cleanup_expired_keys, "expired idempotency keys"),
-        (store.cleanup_published_outbox, "published outbox rows"),
-    ):
-        total = 0
-        while not stopping.is_set():
-            deleted = await step()
-            total += deleted
-            if deleted < CLEANUP_BATCH_MAX:
-                break
-            await asyncio.sleep(CLEANUP_PAUSE_S)
-        if total:
-            log.info("removed %d %s", total, what)
+    """Expired idempotency keys, deleted batch by batch until a batch comes back short, so a round keeps
+    up with any rate (a batch a minute would not), with a pause between batches so that the deletes are
+    spread out instead of taking the database's CPU from the payments in one burst. (Outbox rows need
+    no cleanup: the relay deletes them as it sends them.)"""
+    total = 0
+    while not stopping.is_set():
+        deleted = await store.cleanup_expired_keys()
+        total += deleted
+        if deleted < CLEANUP_BATCH_MAX:
+            break
+        await asyncio.sleep(CLEANUP_PAUSE_S)
+    if total:
+        log.info("removed %d expired idempotency keys", total)
 
 
 def fraud_policy(config: WorkerConfig, metrics: PaymentWorkerMetrics) -> PolicyFile:
