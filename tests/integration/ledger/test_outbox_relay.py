@@ -192,3 +192,52 @@ async def test_a_packed_row_goes_out_as_its_messages(
     assert len({event_id for _, _, event_id in got}) == 501
     assert relay.published == 501
     assert await shard.fetchval("select count(*) from outbox where published_at is null") == 0
+
+
+async def _wait_for(conn: asyncpg.Connection, sql: str, expected: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    value = int(await conn.fetchval(sql))
+    while value != expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        value = int(await conn.fetchval(sql))
+    return value
+
+
+async def test_a_kept_outbox_loses_only_rows_sent_longer_ago_than_it_keeps_them(
+    infra: Infra, shard: asyncpg.Connection, shard_dsn: str, topic: str
+) -> None:
+    """A shard's outbox keeps what it sent for ``sent_keep_s``, then the relay deletes it, in bounded
+    batches, oldest first; rows sent recently and rows not sent yet stay."""
+    bootstrap = infra["KAFKA_BOOTSTRAP"]
+    relay = OutboxRelay(shard_dsn, bootstrap, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(1.0)
+        await _enqueue(shard, topic, 450)
+        unsent = "select count(*) from outbox where published_at is null"
+        assert await _wait_for(shard, unsent, 0, timeout_s=30) == 0
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+    assert relay.pruned == 0, "rows sent a moment ago must be kept"
+    ids = [r["id"] for r in await shard.fetch("select id from outbox order by id")]
+    assert len(ids) == 450
+
+    # the 300 oldest were sent two hours ago, but for one, which the relay has not sent yet (it sends it
+    # again now, and keeps it as sent now)
+    await shard.execute(
+        "update outbox set published_at = now() - interval '2 hours' where id = any($1::bigint[])", ids[:300]
+    )
+    await shard.execute("update outbox set published_at = null where id = $1", ids[4])
+    relay = OutboxRelay(shard_dsn, bootstrap, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600)
+    task = asyncio.create_task(relay.run())
+    try:
+        remaining = await _wait_for(shard, "select count(*) from outbox", 151, timeout_s=30)
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+    assert remaining == 151, f"{remaining} rows left, expected 151"
+    kept = [r["id"] for r in await shard.fetch("select id from outbox order by id")]
+    assert kept == [ids[4], *ids[300:]]
+    assert relay.pruned == 299
+    assert await shard.fetchval(unsent) == 0

@@ -6,7 +6,9 @@ notification). Each round claims the oldest unsent rows with ``FOR UPDATE SKIP L
 never send the same row under normal operation), sends them, waits for the broker's acknowledgement,
 then, in the same transaction, deletes them (the payments outbox: the table holds only what is still to
 be sent) or marks them published (a ledger shard's outbox, which has a ``published_at`` column and keeps
-the outcomes it sent as the shard's record). A crash between the send and the commit re-sends those
+the outcomes it sent as the shard's record for ``sent_keep_s``, an hour by default: after its rounds the
+relay deletes the rows sent longer ago than that, a bounded batch at a time, and looks again a minute
+after it found none). A crash between the send and the commit re-sends those
 rows, so every message carries an ``event_id`` header for consumers to deduplicate, and the
 ``traceparent`` of the request that wrote the row when the outbox stores one.
 
@@ -59,6 +61,19 @@ _SELECT: Final = (
 )
 _DELETE_SENT: Final = "delete from outbox where id = any($1::bigint[])"
 _MARK_SENT: Final = "update outbox set published_at = clock_timestamp() where id = any($1::bigint[])"
+# A kept outbox (one with published_at) holds what it sent this long, then the relay deletes it: without
+# that the table would grow by a row per writer batch for ever.
+SENT_KEEP_S_DEFAULT: Final = 3600.0
+PRUNE_INTERVAL_S: Final = 60.0  # how often the relay looks for sent rows to delete, once it has caught up
+PRUNE_ROWS_MAX: Final = 200  # rows per delete: a packed row holds a writer batch, up to a few thousand messages
+# Rows are sent in id order, so the oldest rows by id are the ones sent longest ago: the delete looks at
+# the first rows of the primary key only (no index on published_at, no scan of what is kept).
+_PRUNE_SENT: Final = (
+    "with gone as (delete from outbox where id in ("
+    " select id from (select id, published_at from outbox order by id limit $2) as oldest"
+    " where published_at < clock_timestamp() - make_interval(secs => $1)) returning 1)"
+    " select count(*) from gone"
+)
 PACKED_ROWS_PER_ROUND_MAX: Final = 10  # a packed row holds one writer batch (up to a few thousand messages)
 
 _PACKED: Final = msgspec.msgpack.Encoder()
@@ -109,12 +124,18 @@ class OutboxRelay:
         source: str,
         safety_poll_s: float = SAFETY_POLL_S,
         observer: OutboxObserver | None = None,
+        sent_keep_s: float = SENT_KEEP_S_DEFAULT,
     ) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
         self.source = source  # names this outbox in event ids, e.g. the shard database
         self.safety_poll_s = safety_poll_s
         self.published = 0
+        self.pruned = 0  # sent rows deleted from a kept outbox
+        self.sent_keep_s = sent_keep_s
+        self._keeping = False
+        self._prune_due_s = 0.0  # monotonic time of the next look for sent rows to delete
+        self._pruned_this_pass = 0
         self.observer: OutboxObserver = observer or _IgnoreOutbox()
         self._select = ""
         self._done = _DELETE_SENT
@@ -170,6 +191,7 @@ class OutboxRelay:
                 trace="traceparent" if traced else "null::text", packed="packed" if packing else "false", unsent=unsent
             )
             self._done = _MARK_SENT if keeping else _DELETE_SENT
+            self._keeping = bool(keeping)
             self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL.format(unsent=unsent)))
             self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if packing else ROWS_PER_ROUND_MAX
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
@@ -178,13 +200,37 @@ class OutboxRelay:
                 round_started_s = time.monotonic()
                 self._wake.clear()  # the round sees every row committed before it starts
                 rows = await self._relay_round(conn, producer)
+                more_to_prune = await self._prune_if_due(conn)
                 if rows < self._rows_per_round:
-                    await self._sleep_until_notified()
+                    if not more_to_prune:
+                        await self._sleep_until_notified()
                     # rows committed meanwhile wait for the interval's end and go out together
                     await asyncio.sleep(max(0.0, round_started_s + ROUND_INTERVAL_MIN_S - time.monotonic()))
         finally:
             await producer.stop()
             conn.terminate()  # never waits on a connection that may already be gone
+
+    async def _prune_if_due(self, conn: asyncpg.Connection) -> bool:
+        """In a kept outbox, delete the rows sent more than ``sent_keep_s`` ago among the oldest
+        PRUNE_ROWS_MAX, if it is time to look; True if some were (look again after the next round),
+        else the next look is PRUNE_INTERVAL_S away."""
+        if not self._keeping or time.monotonic() < self._prune_due_s:
+            return False
+        deleted = int(await conn.fetchval(_PRUNE_SENT, self.sent_keep_s, PRUNE_ROWS_MAX))
+        self.pruned += deleted
+        self._pruned_this_pass += deleted
+        if deleted:
+            return True
+        self._prune_due_s = time.monotonic() + PRUNE_INTERVAL_S
+        if self._pruned_this_pass:
+            log.info(
+                "outbox relay %s: deleted %d rows sent over %.0f s ago",
+                self.source,
+                self._pruned_this_pass,
+                self.sent_keep_s,
+            )
+        self._pruned_this_pass = 0
+        return False
 
     async def _sleep_until_notified(self) -> None:
         with contextlib.suppress(TimeoutError):
