@@ -8,7 +8,7 @@ import uuid
 
 import redis.asyncio as redis_asyncio
 
-from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge
+from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge, lease_name
 from tests.integration.conftest import Infra
 
 
@@ -131,6 +131,31 @@ async def test_admissions_load_their_script_into_a_redis_that_lost_it(infra: Inf
         assert [a.rate.allowed for a in first] == [True, True, True, False]  # burst 2: three pass
         assert [a.lease.state if a.lease else None for a in first] == [LeaseState.ACQUIRED] * 3 + [None]
         assert (second.rate.allowed, second.lease) == (False, None)  # not counted twice, nor degraded open
+    finally:
+        await raw.aclose()
+        await edge.close()
+
+
+async def test_a_batch_loads_its_script_into_a_redis_that_lost_it(infra: Infra) -> None:
+    """``admit_many`` after a script flush: the script is loaded again and each request still counts once."""
+    edge = RedisEdge(infra["PAYPLANE_REDIS_URL"])
+    raw = redis_asyncio.from_url(infra["PAYPLANE_REDIS_URL"])
+    first_client, second_client = f"cli_{uuid.uuid4().hex[:12]}", f"cli_{uuid.uuid4().hex[:12]}"
+    try:
+        await raw.script_flush()
+        asks = [(first_client, (f"k{i}", "fp-a")) for i in range(4)] + [(second_client, ("k0", "fp-a"))]
+        answers = await edge.admit_many(1.0, 2, asks)
+        await raw.script_flush()
+        again = await edge.admit_many(1.0, 2, [(first_client, ("k9", "fp-a"))])
+
+        assert [a.rate.allowed for a in answers] == [True, True, True, False, True]  # burst 2: three pass
+        assert [a.lease.state if a.lease else None for a in answers] == [
+            *[LeaseState.ACQUIRED] * 3,
+            None,
+            LeaseState.ACQUIRED,
+        ]
+        assert (again[0].rate.allowed, again[0].lease) == (False, None)  # not counted twice, nor degraded open
+        assert await raw.exists(lease_name(first_client, "k3")) == 0  # the refused request took no lease
     finally:
         await raw.aclose()
         await edge.close()

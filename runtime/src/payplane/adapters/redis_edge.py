@@ -10,7 +10,8 @@ itself, with ``lease``, only for callers that did not). When Redis is unreachabl
 an outage adds no latency.
 
 Concurrent callers share round trips: the admissions (and the leases) asked for in the same moment
-are sent as one pipeline (``GroupCommit``), each caller getting its own answer. Commands of a
+are sent as one pipeline (``GroupCommit``), each caller getting its own answer; a batch the gateway
+formed already (``admit_many``) is one script call per client. Commands of a
 pipeline run in order, so two requests with one key in a batch behave as two in a row. A client's
 keys share a hash tag (``payplane:{client}:…``), so one script's keys live on one Redis Cluster slot.
 """
@@ -65,6 +66,52 @@ redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
 return {1, 0, 1}
 """
 _ADMIT_SHA1: Final = hashlib.sha1(_ADMIT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+# The same, for several requests of one client in one call (a gateway batch's asks, grouped by client so
+# that a script's keys stay in one Redis Cluster slot), in order, as if each ran alone: KEYS[1] is the
+# client's rate key, KEYS[1 + i] the lease of request i; ARGV: now_ms, interval ms, burst, lease lifetime ms,
+# then request i's lease token at ARGV[4 + i]. Returns {allowed, retry_after_ms, lease} for each request,
+# one after the other in one flat list. The rate key is read and written once.
+_ADMIT_MANY: Final = """
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local burst = tonumber(ARGV[3])
+local tat = nil
+if interval > 0 then
+  tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+end
+local counted = false
+local out = {}
+for i = 2, #KEYS do
+  local allowed, retry, lease = 1, 0, 0
+  if interval > 0 then
+    if tat < now then tat = now end
+    local allow_at = tat - interval * burst
+    if now < allow_at then
+      allowed, retry = 0, math.ceil(allow_at - now)
+    else
+      tat = tat + interval
+      counted = true
+    end
+  end
+  if allowed == 1 then
+    local holder = redis.call('GET', KEYS[i])
+    if holder then
+      lease = holder
+    else
+      redis.call('SET', KEYS[i], ARGV[3 + i], 'PX', ARGV[4])
+      lease = 1
+    end
+  end
+  out[#out + 1] = allowed
+  out[#out + 1] = retry
+  out[#out + 1] = lease
+end
+if counted then
+  redis.call('SET', KEYS[1], tat, 'PX', math.ceil(tat - now) + 1000)
+end
+return out
+"""
+_ADMIT_MANY_SHA1: Final = hashlib.sha1(_ADMIT_MANY.encode()).hexdigest()  # noqa: S324
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -210,12 +257,55 @@ class RedisEdge:
     async def admit_many(
         self, per_second: float, burst: int, requests: Sequence[tuple[str, tuple[str, str]]]
     ) -> list[Admission]:
-        """``admit`` for several requests (client id, (key, fingerprint)) that already form a batch: their
-        pipeline leaves at once instead of joining the concurrent callers' (one turn of the event loop
-        later). The answers are in order."""
+        """``admit`` for several requests (client id, (key, fingerprint)) that already form a batch: one
+        script call per client (a client's requests in order, each answered as if it ran alone), all in
+        one pipeline that leaves at once instead of joining the concurrent callers' (one turn of the event
+        loop later). The answers are in order."""
         if not self._available():
             return [_degraded(True)] * len(requests)
-        return await self._admit_batch([_admit_ask(client, per_second, burst, idem) for client, idem in requests])
+        now_ms = int(time.time() * 1000)
+        interval_ms = 1000.0 / per_second if per_second > 0 else 0.0
+        by_client: dict[str, list[int]] = {}  # positions of each client's requests, in order
+        asks: list[_LeaseAsk] = []
+        for n, (client, (key, fingerprint)) in enumerate(requests):
+            by_client.setdefault(client, []).append(n)
+            asks.append(_lease_ask(client, key, fingerprint))
+        groups = list(by_client.items())
+        try:
+            answers = await self._run_grouped(groups, asks, now_ms, interval_ms, burst)
+            unknown = [g for g, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+            if unknown:  # a new or flushed Redis: load the script once, then run only the groups it refused
+                await self._client.script_load(_ADMIT_MANY)
+                again = await self._run_grouped([groups[g] for g in unknown], asks, now_ms, interval_ms, burst)
+                for g, answer in zip(unknown, again, strict=True):
+                    answers[g] = answer
+            for answer in answers:
+                if isinstance(answer, Exception):
+                    raise answer
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return [_degraded(True)] * len(requests)
+        admissions: list[Admission] = [_degraded(True)] * len(requests)
+        for (_client, positions), flat in zip(groups, answers, strict=True):
+            for i, n in enumerate(positions):
+                admissions[n] = _lease_admission(asks[n], flat[3 * i : 3 * i + 3])
+        return admissions
+
+    async def _run_grouped(
+        self,
+        groups: Sequence[tuple[str, list[int]]],
+        asks: Sequence[_LeaseAsk],
+        now_ms: int,
+        interval_ms: float,
+        burst: int,
+    ) -> list[Any]:
+        """One EVALSHA of the many-requests script per client, in one pipeline; a group's error is its answer."""
+        pipe = self._client.pipeline(transaction=False)
+        for client, positions in groups:
+            keys = [_rate_name(client), *(asks[n].name for n in positions)]
+            tokens = [asks[n].token for n in positions]
+            pipe.evalsha(_ADMIT_MANY_SHA1, len(keys), *keys, now_ms, interval_ms, burst, LEASE_MS, *tokens)
+        return list(await pipe.execute(raise_on_error=False))
 
     async def _admit_batch(self, asks: Sequence[_AdmitAsk]) -> list[Admission]:
         """The admission script for every ask, in one pipeline (in order: a client's requests count one by
@@ -262,10 +352,18 @@ def _degraded(with_lease: bool) -> Admission:
 
 
 def _admission(ask: _AdmitAsk, answer: list[Any]) -> Admission:
+    if ask.lease is None:
+        allowed, retry_ms, _lease = answer
+        return Admission(RateDecision(bool(allowed), int(retry_ms) / 1000.0))
+    return _lease_admission(ask.lease, answer)
+
+
+def _lease_admission(lease: _LeaseAsk, answer: Sequence[Any]) -> Admission:
+    """An admission script's answer {allowed, retry_after_ms, lease} for a request that asked for a lease."""
     allowed, retry_ms, lease_answer = answer
     rate = RateDecision(bool(allowed), int(retry_ms) / 1000.0)
-    if ask.lease is None or not allowed:
+    if not allowed:
         return Admission(rate)
     if lease_answer == 1:
-        return Admission(rate, Lease(LeaseState.ACQUIRED, ask.lease.name, ask.lease.token))
-    return Admission(rate, Lease(_holder_state(lease_answer, ask.lease.fingerprint)))
+        return Admission(rate, Lease(LeaseState.ACQUIRED, lease.name, lease.token))
+    return Admission(rate, Lease(_holder_state(lease_answer, lease.fingerprint)))
