@@ -19,10 +19,10 @@ keys share a hash tag (``payplane:{client}:…``), so one script's keys live on 
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import NoScriptError, RedisError
@@ -31,6 +31,7 @@ from payplane.platform import random_ids
 from payplane.platform.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
+ItemT = TypeVar("ItemT")
 
 # A crashed request's lease frees its key after this long. The gateway gives up on a call after 10 s;
 # a lease that outlives its request is harmless anyway (PostgreSQL's unique key decides).
@@ -271,25 +272,20 @@ class RedisEdge:
             by_client.setdefault(client, []).append(n)
             asks.append(_lease_ask(client, key, fingerprint))
         groups = list(by_client.items())
+
+        def run(some: Sequence[tuple[str, list[int]]]) -> Awaitable[list[Any]]:
+            return self._run_grouped(some, asks, now_ms, interval_ms, burst)
+
         try:
-            answers = await self._run_grouped(groups, asks, now_ms, interval_ms, burst)
-            unknown = [g for g, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
-            if unknown:  # a new or flushed Redis: load the script once, then run only the groups it refused
-                await self._client.script_load(_ADMIT_MANY)
-                again = await self._run_grouped([groups[g] for g in unknown], asks, now_ms, interval_ms, burst)
-                for g, answer in zip(unknown, again, strict=True):
-                    answers[g] = answer
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
+            answers = await self._run_scripts(_ADMIT_MANY, run, groups)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return [_degraded(True)] * len(requests)
-        admissions: list[Admission] = [_degraded(True)] * len(requests)
+        by_position: dict[int, Admission] = {}
         for (_client, positions), flat in zip(groups, answers, strict=True):
             for i, n in enumerate(positions):
-                admissions[n] = _lease_admission(asks[n], flat[3 * i : 3 * i + 3])
-        return admissions
+                by_position[n] = _lease_admission(asks[n], flat[3 * i : 3 * i + 3])
+        return [by_position[n] for n in range(len(requests))]
 
     async def _run_grouped(
         self,
@@ -311,19 +307,28 @@ class RedisEdge:
         """The admission script for every ask, in one pipeline (in order: a client's requests count one by
         one, and two requests with one key find each other's lease)."""
         try:
-            answers = await self._run_admissions(asks)
-            unknown = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
-            if unknown:  # a new or flushed Redis: load the script once, then run only the asks it refused
-                await self._client.script_load(_ADMIT)
-                for n, answer in zip(unknown, await self._run_admissions([asks[n] for n in unknown]), strict=True):
-                    answers[n] = answer
-            for answer in answers:
-                if isinstance(answer, Exception):
-                    raise answer
+            answers = await self._run_scripts(_ADMIT, self._run_admissions, asks)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return [_degraded(ask.lease is not None) for ask in asks]
         return [_admission(ask, answer) for ask, answer in zip(asks, answers, strict=True)]
+
+    async def _run_scripts(
+        self, script: str, run: Callable[[Sequence[ItemT]], Awaitable[list[Any]]], items: Sequence[ItemT]
+    ) -> list[Any]:
+        """``run`` (one pipeline of EVALSHA, an item's error its answer) over ``items``; a new or flushed
+        Redis gets ``script`` once, then only the items it refused run again, so none runs twice. Raises
+        the first item's error that remains."""
+        answers = await run(items)
+        unknown = [n for n, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if unknown:
+            await self._client.script_load(script)
+            for n, answer in zip(unknown, await run([items[n] for n in unknown]), strict=True):
+                answers[n] = answer
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     async def _run_admissions(self, asks: Sequence[_AdmitAsk]) -> list[Any]:
         """One pipeline of EVALSHA (the script's 1 KB travels and is hashed only when Redis lacks it); an
