@@ -10,10 +10,10 @@ itself, with ``lease``, only for callers that did not). When Redis is unreachabl
 an outage adds no latency.
 
 Concurrent callers share round trips: the admissions (and the leases) asked for in the same moment
-are sent as one pipeline (``GroupCommit``), each caller getting its own answer; a batch the gateway
-formed already (``admit_many``) is one script call per client. Commands of a
-pipeline run in order, so two requests with one key in a batch behave as two in a row. A client's
-keys share a hash tag (``payplane:{client}:…``), so one script's keys live on one Redis Cluster slot.
+(``GroupCommit``), or a batch the gateway formed already (``admit_many``), are one script call per client
+in one pipeline, each request getting its own answer; a client's requests count in order, so two
+requests with one key in a batch behave as two in a row. A client's keys share a hash tag
+(``payplane:{client}:…``), so one script's keys live on one Redis Cluster slot.
 """
 
 import hashlib
@@ -41,38 +41,15 @@ BREAKER_S: Final = 1.0
 BATCH_MAX: Final = 256  # commands per pipeline
 BATCHES_IN_FLIGHT: Final = 2
 
-# The rate check (GCRA, generic cell rate algorithm: KEYS[1] holds the client's theoretical arrival
-# time in ms) and, once it passed, the idempotency lease (KEYS[2], SET NX PX). ARGV: now_ms, emission
-# interval ms (1000 / rate; 0: no limit), burst, then the lease's token and lifetime in ms.
-# Returns {allowed, retry_after_ms, lease} where lease is 1 (taken), the holder's token (held by another
-# request), or 0 (not asked, or the request was refused).
+# The rate check (GCRA, generic cell rate algorithm) and, once it passed, the idempotency lease (SET NX PX),
+# for a client's requests in order, each answered as if it ran alone (a gateway batch's, or the concurrent
+# callers' grouped by client, so that a script's keys stay in one Redis Cluster slot). KEYS[1] holds the
+# client's theoretical arrival time in ms, KEYS[2..] the leases of the requests that ask for one, in order.
+# ARGV: now_ms, emission interval ms (1000 / rate; 0: no limit), burst, lease lifetime ms, then each
+# request's lease token ('' for a rate check alone). Returns {allowed, retry_after_ms, lease} per request,
+# one after the other in a flat list, where lease is 1 (taken), the holder's token (held by another
+# request), or 0 (not asked, or the request was refused). The rate key is read and written once.
 _ADMIT: Final = """
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
-  local burst = tonumber(ARGV[3])
-  if tat < now then tat = now end
-  local allow_at = tat - interval * burst
-  if now < allow_at then
-    return {0, math.ceil(allow_at - now), 0}
-  end
-  local new_tat = tat + interval
-  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil(new_tat - now) + 1000)
-end
-if #KEYS < 2 then return {1, 0, 0} end
-local holder = redis.call('GET', KEYS[2])
-if holder then return {1, 0, holder} end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-return {1, 0, 1}
-"""
-_ADMIT_SHA1: Final = hashlib.sha1(_ADMIT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-# The same, for several requests of one client in one call (a gateway batch's asks, grouped by client so
-# that a script's keys stay in one Redis Cluster slot), in order, as if each ran alone: KEYS[1] is the
-# client's rate key, KEYS[1 + i] the lease of request i; ARGV: now_ms, interval ms, burst, lease lifetime ms,
-# then request i's lease token at ARGV[4 + i]. Returns {allowed, retry_after_ms, lease} for each request,
-# one after the other in one flat list. The rate key is read and written once.
-_ADMIT_MANY: Final = """
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
@@ -81,8 +58,9 @@ if interval > 0 then
   tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
 end
 local counted = false
+local lease_key = 1
 local out = {}
-for i = 2, #KEYS do
+for i = 5, #ARGV do
   local allowed, retry, lease = 1, 0, 0
   if interval > 0 then
     if tat < now then tat = now end
@@ -94,13 +72,16 @@ for i = 2, #KEYS do
       counted = true
     end
   end
-  if allowed == 1 then
-    local holder = redis.call('GET', KEYS[i])
-    if holder then
-      lease = holder
-    else
-      redis.call('SET', KEYS[i], ARGV[3 + i], 'PX', ARGV[4])
-      lease = 1
+  if ARGV[i] ~= '' then
+    lease_key = lease_key + 1
+    if allowed == 1 then
+      local holder = redis.call('GET', KEYS[lease_key])
+      if holder then
+        lease = holder
+      else
+        redis.call('SET', KEYS[lease_key], ARGV[i], 'PX', ARGV[4])
+        lease = 1
+      end
     end
   end
   out[#out + 1] = allowed
@@ -112,7 +93,7 @@ if counted then
 end
 return out
 """
-_ADMIT_MANY_SHA1: Final = hashlib.sha1(_ADMIT_MANY.encode()).hexdigest()  # noqa: S324
+_ADMIT_SHA1: Final = hashlib.sha1(_ADMIT.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -264,54 +245,30 @@ class RedisEdge:
         loop later). The answers are in order."""
         if not self._available():
             return [_degraded(True)] * len(requests)
-        now_ms = int(time.time() * 1000)
-        interval_ms = 1000.0 / per_second if per_second > 0 else 0.0
-        by_client: dict[str, list[int]] = {}  # positions of each client's requests, in order
-        asks: list[_LeaseAsk] = []
-        for n, (client, (key, fingerprint)) in enumerate(requests):
-            by_client.setdefault(client, []).append(n)
-            asks.append(_lease_ask(client, key, fingerprint))
-        groups = list(by_client.items())
-
-        def run(some: Sequence[tuple[str, list[int]]]) -> Awaitable[list[Any]]:
-            return self._run_grouped(some, asks, now_ms, interval_ms, burst)
-
-        try:
-            answers = await self._run_scripts(_ADMIT_MANY, run, groups)
-        except (RedisError, OSError) as exc:
-            self._failed(exc)
-            return [_degraded(True)] * len(requests)
-        by_position: dict[int, Admission] = {}
-        for (_client, positions), flat in zip(groups, answers, strict=True):
-            for i, n in enumerate(positions):
-                by_position[n] = _lease_admission(asks[n], flat[3 * i : 3 * i + 3])
-        return [by_position[n] for n in range(len(requests))]
-
-    async def _run_grouped(
-        self,
-        groups: Sequence[tuple[str, list[int]]],
-        asks: Sequence[_LeaseAsk],
-        now_ms: int,
-        interval_ms: float,
-        burst: int,
-    ) -> list[Any]:
-        """One EVALSHA of the many-requests script per client, in one pipeline; a group's error is its answer."""
-        pipe = self._client.pipeline(transaction=False)
-        for client, positions in groups:
-            keys = [_rate_name(client), *(asks[n].name for n in positions)]
-            tokens = [asks[n].token for n in positions]
-            pipe.evalsha(_ADMIT_MANY_SHA1, len(keys), *keys, now_ms, interval_ms, burst, LEASE_MS, *tokens)
-        return list(await pipe.execute(raise_on_error=False))
+        return await self._admit_batch([_admit_ask(client, per_second, burst, idem) for client, idem in requests])
 
     async def _admit_batch(self, asks: Sequence[_AdmitAsk]) -> list[Admission]:
-        """The admission script for every ask, in one pipeline (in order: a client's requests count one by
-        one, and two requests with one key find each other's lease)."""
+        """The admission script once per client (with its limits) for every ask, in one pipeline: a
+        client's requests count one by one, in order, and two requests with one key find each other's
+        lease. The answers are in order."""
+        groups: dict[tuple[str, float, int], list[int]] = {}  # the positions of each client's asks, in order
+        for n, ask in enumerate(asks):
+            groups.setdefault((ask.rate_key, ask.interval_ms, ask.burst), []).append(n)
+        positions = list(groups.values())
+
+        def run(some: Sequence[list[int]]) -> Awaitable[list[Any]]:
+            return self._run_admissions([[asks[n] for n in group] for group in some])
+
         try:
-            answers = await self._run_scripts(_ADMIT, self._run_admissions, asks)
+            answers = await self._run_scripts(_ADMIT, run, positions)
         except (RedisError, OSError) as exc:
             self._failed(exc)
             return [_degraded(ask.lease is not None) for ask in asks]
-        return [_admission(ask, answer) for ask, answer in zip(asks, answers, strict=True)]
+        by_position: dict[int, Admission] = {}
+        for group, flat in zip(positions, answers, strict=True):
+            for i, n in enumerate(group):
+                by_position[n] = _admission(asks[n], flat[3 * i : 3 * i + 3])
+        return [by_position[n] for n in range(len(asks))]
 
     async def _run_scripts(
         self, script: str, run: Callable[[Sequence[ItemT]], Awaitable[list[Any]]], items: Sequence[ItemT]
@@ -330,14 +287,15 @@ class RedisEdge:
                 raise answer
         return answers
 
-    async def _run_admissions(self, asks: Sequence[_AdmitAsk]) -> list[Any]:
-        """One pipeline of EVALSHA (the script's 1 KB travels and is hashed only when Redis lacks it); an
-        ask's error is its answer, so an ask that ran is never run twice."""
+    async def _run_admissions(self, groups: Sequence[Sequence[_AdmitAsk]]) -> list[Any]:
+        """One EVALSHA per group (one client's asks, same limits) in one pipeline (the script's 1 KB travels
+        and is hashed only when Redis lacks it); a group's error is its answer, so none runs twice."""
         pipe = self._client.pipeline(transaction=False)
-        for ask in asks:
-            keys = [ask.rate_key] if ask.lease is None else [ask.rate_key, ask.lease.name]
-            token = ask.lease.token if ask.lease is not None else ""
-            pipe.evalsha(_ADMIT_SHA1, len(keys), *keys, ask.now_ms, ask.interval_ms, ask.burst, token, LEASE_MS)
+        for group in groups:
+            first = group[0]
+            keys = [first.rate_key, *(ask.lease.name for ask in group if ask.lease is not None)]
+            tokens = [ask.lease.token if ask.lease is not None else "" for ask in group]
+            pipe.evalsha(_ADMIT_SHA1, len(keys), *keys, first.now_ms, first.interval_ms, first.burst, LEASE_MS, *tokens)
         return list(await pipe.execute(raise_on_error=False))
 
 
@@ -356,19 +314,12 @@ def _degraded(with_lease: bool) -> Admission:
     return Admission(RateDecision(True), Lease(LeaseState.UNAVAILABLE) if with_lease else None)
 
 
-def _admission(ask: _AdmitAsk, answer: list[Any]) -> Admission:
-    if ask.lease is None:
-        allowed, retry_ms, _lease = answer
-        return Admission(RateDecision(bool(allowed), int(retry_ms) / 1000.0))
-    return _lease_admission(ask.lease, answer)
-
-
-def _lease_admission(lease: _LeaseAsk, answer: Sequence[Any]) -> Admission:
-    """An admission script's answer {allowed, retry_after_ms, lease} for a request that asked for a lease."""
+def _admission(ask: _AdmitAsk, answer: Sequence[Any]) -> Admission:
+    """The script's answer {allowed, retry_after_ms, lease} for one ask."""
     allowed, retry_ms, lease_answer = answer
     rate = RateDecision(bool(allowed), int(retry_ms) / 1000.0)
-    if not allowed:
+    if ask.lease is None or not allowed:
         return Admission(rate)
     if lease_answer == 1:
-        return Admission(rate, Lease(LeaseState.ACQUIRED, lease.name, lease.token))
-    return Admission(rate, Lease(_holder_state(lease_answer, lease.fingerprint)))
+        return Admission(rate, Lease(LeaseState.ACQUIRED, ask.lease.name, ask.lease.token))
+    return Admission(rate, Lease(_holder_state(lease_answer, ask.lease.fingerprint)))
