@@ -8,7 +8,7 @@ from payplane.devinfra import cli as infra_cli
 from payplane.devinfra import up_cli
 from payplane.devinfra.kubelet import cli as kubelet_cli
 from payplane.ops import clients_cli, ledger_cli
-from payplane.services import gateway, ledger_relay, ledger_writer, payment_worker
+from payplane.services import gateway, ledger_relay, ledger_writer, payment_settler, payment_worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger_writer.add_parser(subparsers)
     ledger_relay.add_parser(subparsers)
     payment_worker.add_parser(subparsers)
+    payment_settler.add_parser(subparsers)
     gateway.add_parser(subparsers)
     clients_cli.add_parser(subparsers)
     return parser

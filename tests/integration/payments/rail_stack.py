@@ -1,7 +1,7 @@
 """One rail's payment path as real processes, built piece by piece so fault tests can restart, kill or
 re-route any of them: its databases, Kafka topics and SPIRE entries (unique to the run, removed
-afterwards), API clients, and ``spawn_writer`` / ``spawn_worker`` / ``spawn_gateway`` with environment
-overrides (another Kafka, a proxied DSN or Redis, a fixed port to restart on).
+afterwards), API clients, and ``spawn_writer`` / ``spawn_worker`` / ``spawn_settler`` / ``spawn_gateway``
+with environment overrides (another Kafka, a proxied DSN or Redis, a fixed port to restart on).
 """
 
 import asyncio
@@ -138,6 +138,20 @@ class RailStack:
             gid=self.worker.gid,
         )
         return proc, self._listening(proc, "payment worker")
+
+    def spawn_settler(self, **env: str) -> subprocess.Popen[str]:
+        """``payplane payment-settler``, for workers spawned with ``PAYPLANE_SETTLEMENT=separate`` (as the
+        operator's pods run them). It needs no SPIFFE identity."""
+        return self.procs.spawn(
+            ["payment-settler"],
+            {
+                "KAFKA_BOOTSTRAP": self.bootstrap,
+                "PAYPLANE_RAIL": self.name,
+                "PAYPLANE_PAYMENTS_DSN": self.payments_dsn,
+                "PAYPLANE_LEDGER_PARTITION_COUNT": str(PARTITIONS),
+                **env,
+            },
+        )
 
     def spawn_gateway(self, worker_port: int, **env: str) -> tuple[subprocess.Popen[str], int]:
         proc = self.procs.spawn(

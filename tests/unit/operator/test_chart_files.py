@@ -7,7 +7,13 @@ import re
 
 from prometheus_client import CollectorRegistry
 
-from payplane.platform.metrics import GatewayMetrics, LedgerWriterMetrics, OutboxAge, PaymentWorkerMetrics
+from payplane.platform.metrics import (
+    GatewayMetrics,
+    LedgerWriterMetrics,
+    OutboxAge,
+    PaymentWorkerMetrics,
+    SettlementMetrics,
+)
 from payplane_operator.clients.metrics import OperatorMetrics
 from tests.operator_support import CRD_DIR, REPO
 
@@ -29,7 +35,7 @@ def test_top_level_crds_are_links_to_the_charts_copies() -> None:
 
 def _exported() -> set[str]:
     names: set[str] = set()
-    for metrics in (LedgerWriterMetrics, GatewayMetrics, PaymentWorkerMetrics, OperatorMetrics):
+    for metrics in (LedgerWriterMetrics, GatewayMetrics, PaymentWorkerMetrics, SettlementMetrics, OperatorMetrics):
         registry = CollectorRegistry()
         metrics(registry)
         for family in registry.collect():

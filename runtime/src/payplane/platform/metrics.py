@@ -213,8 +213,10 @@ class GatewayMetrics:
 SETTLE_SECONDS_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
-class PaymentWorkerMetrics:
-    """Payments by the status they reach, the time from acceptance to the ledger's answer, outbox age."""
+class SettlementMetrics:
+    """What settles payments (the payments outbox relay and the consumer of ledger outcomes, in
+    ``payplane payment-settler`` or inside the payment worker): payments by the status a ledger outcome
+    brings them to, the time from acceptance to the ledger's answer, the outbox's age."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -231,6 +233,24 @@ class PaymentWorkerMetrics:
             registry=self.registry,
         )
         self.outbox = OutboxAge(self.registry, "payments")
+
+    def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
+        for change in changes:
+            self.payments.labels(change.new_status).inc()
+            if change.old_status == "processing":
+                self.settle_seconds.observe(max(0, change.changed_at_us - change.created_at_us) / 1e6)
+
+    def serve(self, port: int, address: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=address, registry=self.registry)
+
+
+class PaymentWorkerMetrics:
+    """The payment service's batches and fraud decisions; with ``settlement``, also what settles payments
+    (:class:`SettlementMetrics`, on the same registry) for a worker that settles in-process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, settlement: bool = True) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.settlement = SettlementMetrics(self.registry) if settlement else None
         self.create_batch_size = Histogram(
             "payplane_payment_create_batch_size",
             "New payments written by one statement (group commit of concurrent CreatePayment calls)",
@@ -271,12 +291,6 @@ class PaymentWorkerMetrics:
     def evaluated(self, evaluation: "EvaluationLike", mode: str) -> None:
         shadow = evaluation.shadow_verdict.value if evaluation.shadow_verdict is not None else ""
         self.fraud_decisions.labels(mode, evaluation.verdict.value, shadow).inc()
-
-    def payments_changed(self, changes: "Sequence[StatusChangeLike]") -> None:
-        for change in changes:
-            self.payments.labels(change.new_status).inc()
-            if change.old_status == "processing":
-                self.settle_seconds.observe(max(0, change.changed_at_us - change.created_at_us) / 1e6)
 
     def serve(self, port: int, address: str = "127.0.0.1", status: StatusSource | None = None) -> None:
         if status is None:

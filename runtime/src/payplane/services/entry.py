@@ -50,6 +50,29 @@ def serve_from_env(
         return runner.run(run(config))
 
 
+def stop_when_a_task_dies(
+    tasks: list[asyncio.Task[None]], stopping: asyncio.Event, log: logging.Logger
+) -> list[BaseException]:
+    """A workload's background loop (relay, consumer, cleanup) that ends with an error sets ``stopping``:
+    the workload then exits non-zero for its supervisor to restart it, rather than run on without a part
+    of its job (serving payments without settling them would leave every new one processing). Returns
+    the list the failures are collected in."""
+    failures: list[BaseException] = []
+
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or stopping.is_set():
+            return
+        error = task.exception()
+        if error is not None:
+            log.error("a background task failed; stopping", exc_info=error)
+            failures.append(error)
+            stopping.set()
+
+    for task in tasks:
+        task.add_done_callback(done)
+    return failures
+
+
 def log_level(name: str) -> int:
     try:
         return LOG_LEVELS[name.strip().lower()]

@@ -1,5 +1,6 @@
-"""``payplane payment-worker``: the payment service over SPIFFE-mTLS gRPC, its outbox relay, the consumer
-of ledger outcomes and the idempotency-key cleanup, configured from the environment.
+"""``payplane payment-worker``: the payment service over SPIFFE-mTLS gRPC and the idempotency-key cleanup,
+configured from the environment; and, unless ``payplane payment-settler`` runs beside it, what settles the
+payments (the outbox relay and the consumer of ledger outcomes).
 
 Environment: PAYPLANE_PAYMENTS_DSN (the rail's payments database, migrated on start), KAFKA_BOOTSTRAP,
 PAYPLANE_RAIL, PAYPLANE_LEDGER_PARTITION_COUNT, PAYPLANE_REDIS_URL (optional: the idempotency fast
@@ -13,7 +14,9 @@ threshold), PAYPLANE_FRAUD_POLICY_FILE (the FraudPolicy the operator delivers, `
 watched and reloaded while serving; unset or absent: the default policy only), PAYPLANE_METRICS_PORT
 (serve /metrics and GET /status; 0 or unset: off), PAYPLANE_BIND_ADDRESS
 (the address gRPC and metrics listen on, default 127.0.0.1; a Deployment sets the pod's IP),
-SPIFFE_ENDPOINT_SOCKET (the SPIRE agent). There is no plaintext mode.
+SPIFFE_ENDPOINT_SOCKET (the SPIRE agent), PAYPLANE_SETTLEMENT (``in-process``, the default: this
+process also relays the outbox and applies ledger outcomes; ``separate``: ``payplane payment-settler``
+does, beside it, as in the operator's pods). There is no plaintext mode.
 """
 
 import argparse
@@ -42,8 +45,6 @@ from payplane._gen.v1 import payments_pb2 as pb
 from payplane._gen.v1 import payments_pb2_grpc as pb_grpc
 from payplane.adapters import ledger_queries
 from payplane.adapters.grpc_mtls import CallerAllowList, server_credentials
-from payplane.adapters.ledger_results import LedgerResultsConsumer
-from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.payments_store import (
     CLEANUP_BATCH_MAX,
     MIGRATIONS_PACKAGE,
@@ -66,7 +67,8 @@ from payplane.payments.limits import AmountLimits
 from payplane.payments.state_machine import CaptureMethod, PaymentStatus
 from payplane.platform.metrics import PaymentWorkerMetrics
 from payplane.platform.tracing import TRACEPARENT_HEADER, continue_or_start, current_trace, current_traceparent
-from payplane.services.entry import ConfigError, serve_from_env
+from payplane.services.entry import ConfigError, serve_from_env, stop_when_a_task_dies
+from payplane.services.payment_settler import Settlement, settles_in_process
 from payplane_contracts.currencies import MINOR_UNIT_EXPONENT
 from payplane_contracts.topics import RailTopics
 
@@ -104,6 +106,7 @@ class WorkerConfig:
     metrics_port: int = 0  # serve /metrics and /status at this port (0: off)
     bind_address: str = "127.0.0.1"
     fraud_policy_file: str = ""  # the delivered FraudPolicy document ("": none)
+    settle_in_process: bool = True  # relay the outbox and apply ledger outcomes here (else: the settler)
 
 
 def config_from_env(env: dict[str, str]) -> WorkerConfig:
@@ -128,6 +131,7 @@ def config_from_env(env: dict[str, str]) -> WorkerConfig:
             metrics_port=int(env.get("PAYPLANE_METRICS_PORT", "0")),
             bind_address=env.get("PAYPLANE_BIND_ADDRESS") or "127.0.0.1",
             fraud_policy_file=env.get("PAYPLANE_FRAUD_POLICY_FILE", ""),
+            settle_in_process=settles_in_process(env),
         )
         AmountLimits(config.amount_min_minor, config.amount_max_minor)  # refuses min > max at start
     except ValueError as exc:
@@ -629,7 +633,7 @@ async def run(config: WorkerConfig) -> int:
         await migrate(conn, MIGRATIONS_PACKAGE)
     finally:
         await conn.close()
-    metrics = PaymentWorkerMetrics()
+    metrics = PaymentWorkerMetrics(settlement=config.settle_in_process)
     store = await PaymentsStore.open(
         config.dsn, topics, config.partition_count, observe_create_batch=metrics.create_batch
     )
@@ -658,10 +662,13 @@ async def run(config: WorkerConfig) -> int:
     services = (SERVICE_NAME, BATCH_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(services, server)
     port = server.add_secure_port(f"{config.bind_address}:{config.grpc_port}", server_credentials(source))
-    relay = OutboxRelay(config.dsn, config.bootstrap, source=f"{config.rail}-payments", observer=metrics.outbox)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address, status=lambda: worker_status(config, policy))
-    results = LedgerResultsConsumer(config.bootstrap, topics, store, observer=metrics)
+    settlement = (
+        Settlement(dsn=config.dsn, bootstrap=config.bootstrap, topics=topics, store=store, metrics=metrics.settlement)
+        if metrics.settlement is not None
+        else None
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -670,12 +677,11 @@ async def run(config: WorkerConfig) -> int:
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     tasks = [
-        asyncio.create_task(relay.run()),
-        asyncio.create_task(results.run()),
+        *(settlement.start() if settlement is not None else []),
         asyncio.create_task(_cleanup_loop(store, stopping)),
         asyncio.create_task(policy.watch(stopping)),
     ]
-    failed = _stop_when_a_task_dies(tasks, stopping)
+    failed = stop_when_a_task_dies(tasks, stopping, log)
     print(f"LISTENING {port}", flush=True)
     log.info("payment worker for rail %s serving on %s:%d", config.rail, config.bind_address, port)
     try:
@@ -684,8 +690,8 @@ async def run(config: WorkerConfig) -> int:
     finally:
         await health_servicer.enter_graceful_shutdown()
         await server.stop(grace=5.0)
-        relay.stop()
-        results.stop()
+        if settlement is not None:
+            settlement.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         if redis is not None:
             await redis.close()
@@ -699,26 +705,6 @@ def worker_status(config: WorkerConfig, policy: PolicyFile) -> dict[str, Any]:
     """``GET /status`` on the metrics port: the rail and the FraudPolicy version in effect (the operator
     reads it into the FraudPolicy's status)."""
     return {"role": "payment-worker", "rail": config.rail, **policy.state.to_dict()}
-
-
-def _stop_when_a_task_dies(tasks: list[asyncio.Task[None]], stopping: asyncio.Event) -> list[BaseException]:
-    """A background loop (relay, consumer, cleanup) that ends with an error stops the worker, which exits
-    non-zero for its supervisor to restart it: serving requests without relaying or settling would
-    leave every new payment processing. Returns the list the failures are collected in."""
-    failures: list[BaseException] = []
-
-    def done(task: asyncio.Task[None]) -> None:
-        if task.cancelled() or stopping.is_set():
-            return
-        error = task.exception()
-        if error is not None:
-            log.error("a background task of the payment worker failed; stopping", exc_info=error)
-            failures.append(error)
-            stopping.set()
-
-    for task in tasks:
-        task.add_done_callback(done)
-    return failures
 
 
 def add_parser(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
