@@ -31,7 +31,13 @@ REPO: Final = Path(__file__).resolve().parents[2]
 DEFAULT_BENCH_ARGS: Final = ("--open-rate-per-s", "1000", "--duration-s", "20")
 RUN_TIMEOUT_S: Final = 900
 MACHINE: Final = "machine (2 cores, everyone's work)"
-PROCESSES_SHOWN: Final = ("gateway", "payment-worker", "postgres (payments database)", "redis (shared)")
+PROCESSES_SHOWN: Final = (
+    "gateway",
+    "payment-worker",
+    "payment-settler",
+    "postgres (payments database)",
+    "redis (shared)",
+)
 _REFERENCE: Final = re.compile(r"reference Python work (\d+) ms")
 
 

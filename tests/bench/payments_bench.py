@@ -1,6 +1,6 @@
 """End-to-end payment benchmark (``make bench-payments``): REST gateway → SPIFFE-mTLS gRPC → payment worker →
-outbox → Kafka → ledger writer(s) → outcomes → payment worker, all real processes on the shared local
-infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
+outbox → payment settler → Kafka → ledger writer(s) → outcomes → payment settler, all real processes on the
+shared local infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
 
 1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
    waits until the ledger has opened them. With ``--history N`` it then creates N payments (closed loop,
@@ -22,8 +22,8 @@ infrastructure, started by the integration tests' ``rail_stack`` (each workload 
    exactly one posted transfer in the ledger; nothing else was created.
 
 "Settled" means the payment's status is ``succeeded`` and the ledger holds its transfer;
-accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker stamps both: the
-acceptance, and the moment it applied the ledger's answer). Settled/s is the number settled divided
+accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker stamps the acceptance,
+the settler the moment it applied the ledger's answer). Settled/s is the number settled divided
 by the time from the first acceptance to the last settlement, so a ledger that lags the gateway
 shows up as a lower figure. CPU seconds of every payplane process (from /proc) are reported per
 payment, to show where the time goes. A machine check comes first (``machine_check``): this machine's
@@ -111,8 +111,9 @@ def _spire(endpoints: Mapping[str, str]) -> Spire:
 
 @asynccontextmanager
 async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIterator[Rail]:
-    """A fresh rail: ``layout.ledger_writers`` writers splitting the partitions, payment workers, and
-    gateways that each balance over every worker; no per-client rate limit in the way."""
+    """A fresh rail: ``layout.ledger_writers`` writers splitting the partitions, payment workers (each with
+    a settler beside it, as in the operator's pods), and gateways that each balance over every worker; no
+    per-client rate limit in the way."""
     procs = Procs()
     async with rail_stack(
         spire=_spire(endpoints),
@@ -129,8 +130,10 @@ async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIte
             pids[f"ledger-writer-{n}"] = stack.spawn_writer(PAYPLANE_LEDGER_PARTITIONS=owned).pid
         worker_ports = []
         for n in range(layout.payment_workers):
-            proc, port = await asyncio.to_thread(stack.spawn_worker)
+            # as the operator's pods run them: the worker answers calls, a settler beside it settles
+            proc, port = await asyncio.to_thread(stack.spawn_worker, PAYPLANE_SETTLEMENT="separate")
             pids[f"payment-worker-{n}"] = proc.pid
+            pids[f"payment-settler-{n}"] = stack.spawn_settler().pid
             worker_ports.append(port)
         targets = ",".join(f"localhost:{port}" for port in worker_ports)
         base_urls = []
@@ -599,7 +602,8 @@ async def main(args: argparse.Namespace) -> int:
     layout = Layout(ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways)
     print(check_machine().render(), flush=True)  # to read the figures against another day's
     print(
-        f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s),"
+        f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s)"
+        " (each with a settler),"
         f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
         f" load average before {os.getloadavg()[0]:.2f}",
         flush=True,
