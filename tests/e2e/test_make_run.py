@@ -102,8 +102,9 @@ def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: P
         addresses.add(status["podIP"])
         containers = {c["name"] for c in status["containerStatuses"]}
         role = pod["metadata"]["labels"]["app.kubernetes.io/component"]
-        # a writer pod also runs the shard's outbox relay, as a process of its own
-        assert containers == ({role, "ledger-relay"} if role == "ledger-writer" else {role}), (name, containers)
+        # a writer pod also runs the shard's outbox relay, a worker pod its settler, as processes of their own
+        second = {"ledger-writer": {"ledger-relay"}, "payment-worker": {"payment-settler"}}.get(role, set())
+        assert containers == {role, *second}, (name, containers)
         for container in status["containerStatuses"]:
             pid = _pid(container)
             # the process runs as its pod's SPIFFE identity: the gid the operator's local SPIRE entry selects
@@ -125,6 +126,24 @@ def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: P
     assert not stats.rejected, stats.summary()
     verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
     assert "ledger invariants hold" in verified
+    # the worker pods' settlers (not the workers) applied the ledger's answers: their metrics count them
+    worker_ips = [
+        p["status"]["podIP"]
+        for p in platform.pods()
+        if p["metadata"]["labels"]["app.kubernetes.io/component"] == "payment-worker" and p["status"].get("podIP")
+    ]
+    succeeded = 'payplane_payments_total{status="succeeded"}'
+    assert sum(_metric(f"http://{ip}:9091/metrics", succeeded) for ip in worker_ips) >= PAYMENTS
+    assert all(_metric(f"http://{ip}:9090/metrics", succeeded) == 0 for ip in worker_ips)
+
+
+def _metric(url: str, series: str) -> float:
+    """One series' value from a /metrics page (0 when absent)."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _get(platform: Platform, path: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from payplane.devinfra.up import (
     EXAMPLE_FILE,
     database_name,
     example_documents,
+    metrics_urls,
     pods_ready_since,
     rail_progress,
     ready_addresses,
@@ -90,3 +91,31 @@ def test_only_pods_made_ready_since_this_run_count() -> None:
         pod("True", "2026-11-22T10:00:07Z", deleting=True),
     ]
     assert pods_ready_since(pods, "2026-11-22T10:00:04Z") == (2, 4)
+
+
+def test_where_to_look_lists_every_containers_metrics_of_the_running_pods() -> None:
+    def pod(name: str, address: str | None, containers: list[tuple[str, list[tuple[str, int]]]]) -> dict[str, object]:
+        return {
+            "metadata": {"name": name},
+            "status": {"podIP": address} if address else {},
+            "spec": {
+                "containers": [
+                    {"name": c, "ports": [{"name": n, "containerPort": p} for n, p in ports]} for c, ports in containers
+                ]
+            },
+        }
+
+    pods = [
+        pod(
+            "w-1",
+            "10.0.0.5",
+            [("payment-worker", [("grpc", 50051), ("metrics", 9090)]), ("payment-settler", [("settle-metrics", 9091)])],
+        ),
+        pod("g-1", "10.0.0.6", [("gateway", [("http", 8080), ("metrics", 9090)])]),
+        pod("w-2", None, [("payment-worker", [("metrics", 9090)])]),  # not running yet: no address
+    ]
+    assert metrics_urls(pods) == [
+        ("http://10.0.0.5:9090/metrics", "w-1 (payment-worker)"),
+        ("http://10.0.0.5:9091/metrics", "w-1 (payment-settler)"),
+        ("http://10.0.0.6:9090/metrics", "g-1 (gateway)"),
+    ]

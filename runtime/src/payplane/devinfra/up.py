@@ -40,7 +40,6 @@ POLL_S: Final = 2.0
 KUBECTL_TIMEOUT_S: Final = 60.0
 PROCESS_STOP_GRACE_S: Final = 45.0
 GATEWAY_HTTP_PORT: Final = 8080
-METRICS_PORT: Final = 9090
 DATABASE_NAME_MAX: Final = 63
 GROUP: Final = "payplane.io"
 
@@ -455,17 +454,29 @@ def bring_up(settings: InfraSettings, options: UpOptions) -> Platform:
     return platform
 
 
+def metrics_urls(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Every running pod's ``/metrics`` URLs, one per container port whose name ends in ``metrics`` (a
+    worker pod's settler and a writer pod's relay serve their own), with the pod and container they name."""
+    found = []
+    for pod in pods:
+        address = (pod.get("status") or {}).get("podIP")
+        if not address:
+            continue
+        for container in pod["spec"]["containers"]:
+            for port in container.get("ports") or []:
+                if str(port.get("name", "")).endswith("metrics"):
+                    where = f"{pod['metadata']['name']} ({container['name']})"
+                    found.append((f"http://{address}:{port['containerPort']}/metrics", where))
+    return found
+
+
 def where_to_look(platform: Platform, source: str, destination: str, rate_per_s: float) -> str:
     """The block printed once payments flow."""
     endpoints, ns = platform.endpoints, platform.namespace
     urls = platform.gateway_urls()
     gateway = urls[0] if urls else "(no ready gateway)"
     pods = platform.pods()
-    metrics = [
-        f"      http://{p['status'].get('podIP')}:{METRICS_PORT}/metrics   {p['metadata']['name']}"
-        for p in pods
-        if (p.get("status") or {}).get("podIP")
-    ]
+    metrics = [f"      {url}   {where}" for url, where in metrics_urls(pods)]
     kube = f"KUBECONFIG={endpoints['KUBECONFIG']} {endpoints['PAYPLANE_KUBECTL']}"
     verify = " ".join(f"--dsn {dsn}" for dsn in platform.ledger_dsns)
     body = json.dumps({"amount": 1250, "currency": platform.currency, "source": source, "destination": destination})
