@@ -127,22 +127,34 @@ def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: P
     verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
     assert "ledger invariants hold" in verified
     # the worker pods' settlers (not the workers) applied the ledger's answers: their metrics count them
-    worker_ips = [
-        p["status"]["podIP"]
-        for p in platform.pods()
-        if p["metadata"]["labels"]["app.kubernetes.io/component"] == "payment-worker" and p["status"].get("podIP")
-    ]
+    workers = [p for p in platform.pods() if p["metadata"]["labels"]["app.kubernetes.io/component"] == "payment-worker"]
     succeeded = 'payplane_payments_total{status="succeeded"}'
-    assert sum(_metric(f"http://{ip}:9091/metrics", succeeded) for ip in worker_ips) >= PAYMENTS
-    assert all(_metric(f"http://{ip}:9090/metrics", succeeded) == 0 for ip in worker_ips)
+    settled = 0.0
+    for pod in workers:
+        address = pod["status"]["podIP"]
+        log = platform.pods_dir / f"{platform.namespace}_{pod['metadata']['name']}_{pod['metadata']['uid']}"
+        settled += _metric(f"http://{address}:9091/metrics", succeeded, log / "payment-settler.log")
+        assert _metric(f"http://{address}:9090/metrics", succeeded, log / "payment-worker.log") == 0
+    assert settled >= PAYMENTS
 
 
-def _metric(url: str, series: str) -> float:
-    """One series' value from a /metrics page (0 when absent)."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(series + " "):
-                return float(line.rsplit(" ", 1)[1])
+def _metric(url: str, series: str, log: Path, wait_s: float = 30.0) -> float:
+    """One series' value from a /metrics page (0 when absent), waiting for a process still starting."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                lines = response.read().decode().splitlines()
+            break
+        except OSError as exc:
+            error = str(exc)
+        if time.monotonic() >= deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            pytest.fail(f"{url}: {error}; {log}:\n{tail}")
+        time.sleep(0.5)
+    for line in lines:
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
