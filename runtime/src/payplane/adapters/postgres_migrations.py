@@ -46,6 +46,15 @@ def load_migrations(package: str) -> list[Migration]:
     return found
 
 
+async def migrate_database(dsn: str, package: str, connect_timeout_s: float = 10.0) -> list[int]:
+    """``migrate`` on a connection of its own, closed afterwards: what a workload does at start."""
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+    try:
+        return await migrate(conn, package)
+    finally:
+        await conn.close()
+
+
 async def migrate(conn: asyncpg.Connection, package: str, target_version: int | None = None) -> list[int]:
     """Apply the missing migrations of ``package`` (up to ``target_version``, default all); return the
     versions applied now (often none). Tests stop at a version to load data the next migration must keep."""

@@ -28,12 +28,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Final
 
-import asyncpg
-
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE, FencedError
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
 from payplane.adapters.outbox_relay import OutboxRelay
-from payplane.adapters.postgres_migrations import migrate
+from payplane.adapters.postgres_migrations import migrate_database
 from payplane.ledger.assignment import owned_partitions
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter, TransientError
 from payplane.platform.metrics import LedgerWriterMetrics
@@ -163,11 +161,7 @@ def tune_garbage_collector() -> None:
 async def run(config: WriterConfig) -> int:
     tune_garbage_collector()
     topics = RailTopics(config.rail)
-    conn = await asyncpg.connect(config.dsn, timeout=10)
-    try:
-        await migrate(conn, MIGRATIONS_PACKAGE)
-    finally:
-        await conn.close()
+    await migrate_database(config.dsn, MIGRATIONS_PACKAGE)
     metrics = LedgerWriterMetrics()
     store = PostgresLedgerStore(config.dsn, topics)
     membership = Membership(store, config)

@@ -21,12 +21,10 @@ import signal
 from dataclasses import dataclass
 from typing import Final
 
-import asyncpg
-
 from payplane.adapters.ledger_results import LedgerResultsConsumer
 from payplane.adapters.outbox_relay import OutboxRelay
 from payplane.adapters.payments_store import MIGRATIONS_PACKAGE, PaymentsStore
-from payplane.adapters.postgres_migrations import migrate
+from payplane.adapters.postgres_migrations import migrate_database
 from payplane.platform.metrics import SettlementMetrics
 from payplane.services.entry import ConfigError, serve_from_env, stop_when_a_task_dies
 from payplane_contracts.topics import RailTopics
@@ -95,11 +93,7 @@ class Settlement:
 
 async def run(config: SettlerConfig) -> int:
     topics = RailTopics(config.rail)
-    conn = await asyncpg.connect(config.dsn, timeout=10)
-    try:
-        await migrate(conn, MIGRATIONS_PACKAGE)
-    finally:
-        await conn.close()
+    await migrate_database(config.dsn, MIGRATIONS_PACKAGE)
     store = await PaymentsStore.open(config.dsn, topics, config.partition_count, pool_size=SETTLER_POOL_SIZE)
     metrics = SettlementMetrics()
     if config.metrics_port:

@@ -55,7 +55,7 @@ from payplane.adapters.payments_store import (
     replay_or_refuse,
 )
 from payplane.adapters.policy_file import PolicyFile
-from payplane.adapters.postgres_migrations import migrate
+from payplane.adapters.postgres_migrations import migrate_database
 from payplane.adapters.redis_edge import Lease, LeaseState, RedisEdge, lease_name
 from payplane.adapters.svid import SvidSource
 from payplane.ledger.model import AMOUNT_MAX_MINOR
@@ -628,11 +628,7 @@ def fraud_policy(config: WorkerConfig, metrics: PaymentWorkerMetrics) -> PolicyF
 
 async def run(config: WorkerConfig) -> int:
     topics = RailTopics(config.rail)
-    conn = await asyncpg.connect(config.dsn, timeout=10)
-    try:
-        await migrate(conn, MIGRATIONS_PACKAGE)
-    finally:
-        await conn.close()
+    await migrate_database(config.dsn, MIGRATIONS_PACKAGE)
     metrics = PaymentWorkerMetrics(settlement=config.settle_in_process)
     store = await PaymentsStore.open(
         config.dsn, topics, config.partition_count, observe_create_batch=metrics.create_batch
