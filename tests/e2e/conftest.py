@@ -29,6 +29,33 @@ from payplane.devinfra.up import (
     secrets_needed,
 )
 
+LOG_LINES_PER_CONTAINER = 8  # the last lines of each container's log, and as many of its notable ones
+LOG_CHARS_MAX = 32_000
+_NOTABLE = ('"level":"WARNING"', '"level":"ERROR"', '"level":"CRITICAL"')
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test's report ends with the last lines of every container of its platform's pods: the pods'
+    directories are removed with the platform, and a failure in CI must say what the processes saw."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    platform = getattr(item, "funcargs", {}).get("platform")
+    if report.when == "call" and report.failed and isinstance(platform, Platform):
+        report.sections.append(("pod logs (last lines of each container)", pod_log_tails(platform.pods_dir)))
+
+
+def pod_log_tails(pods_dir: Path) -> str:
+    """Each container's last lines, after its last warnings, errors and non-JSON lines (tracebacks, the
+    kubelet's start and restart markers)."""
+    parts = []
+    for log in sorted(pods_dir.glob("*/*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        notable = [line for line in lines if not line.startswith("{") or any(n in line for n in _NOTABLE)]
+        shown = [*notable[-LOG_LINES_PER_CONTAINER:], "…", *lines[-LOG_LINES_PER_CONTAINER:]]
+        parts.append(f"--- {log.parent.name}/{log.name}\n" + "\n".join(line[:400] for line in shown))
+    return "\n".join(parts)[-LOG_CHARS_MAX:] or f"(no container logs under {pods_dir})"
+
 
 @pytest.fixture(scope="module")
 def settings() -> InfraSettings:
