@@ -1,5 +1,6 @@
 """End-to-end payment benchmark (``make bench-payments``): REST gateway → SPIFFE-mTLS gRPC → payment worker →
-outbox → payment settler → Kafka → ledger writer(s) → outcomes → payment settler, all real processes on the
+outbox → Kafka → ledger writer(s) → outcomes → payment worker (with ``--settler``, a ``payplane
+payment-settler`` beside each worker relays and applies outcomes instead), all real processes on the
 shared local infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
 
 1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
@@ -23,7 +24,7 @@ shared local infrastructure, started by the integration tests' ``rail_stack`` (e
 
 "Settled" means the payment's status is ``succeeded`` and the ledger holds its transfer;
 accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker stamps the acceptance,
-the settler the moment it applied the ledger's answer). Settled/s is the number settled divided
+and the moment it (or the settler) applied the ledger's answer). Settled/s is the number settled divided
 by the time from the first acceptance to the last settlement, so a ledger that lags the gateway
 shows up as a lower figure. CPU seconds of every payplane process (from /proc) are reported per
 payment, to show where the time goes. A machine check comes first (``machine_check``): this machine's
@@ -78,6 +79,7 @@ class Layout:
     ledger_writers: int
     payment_workers: int
     gateways: int
+    settlers: bool = False  # a payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate)
 
 
 @dataclass
@@ -111,9 +113,9 @@ def _spire(endpoints: Mapping[str, str]) -> Spire:
 
 @asynccontextmanager
 async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIterator[Rail]:
-    """A fresh rail: ``layout.ledger_writers`` writers splitting the partitions, payment workers (each with
-    a settler beside it, as in the operator's pods), and gateways that each balance over every worker; no
-    per-client rate limit in the way."""
+    """A fresh rail: ``layout.ledger_writers`` writers splitting the partitions, payment workers (with
+    ``layout.settlers``, each with a settler beside it), and gateways that each balance over every worker;
+    no per-client rate limit in the way."""
     procs = Procs()
     async with rail_stack(
         spire=_spire(endpoints),
@@ -130,10 +132,11 @@ async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIte
             pids[f"ledger-writer-{n}"] = stack.spawn_writer(PAYPLANE_LEDGER_PARTITIONS=owned).pid
         worker_ports = []
         for n in range(layout.payment_workers):
-            # as the operator's pods run them: the worker answers calls, a settler beside it settles
-            proc, port = await asyncio.to_thread(stack.spawn_worker, PAYPLANE_SETTLEMENT="separate")
+            settlement = "separate" if layout.settlers else "in-process"
+            proc, port = await asyncio.to_thread(stack.spawn_worker, PAYPLANE_SETTLEMENT=settlement)
             pids[f"payment-worker-{n}"] = proc.pid
-            pids[f"payment-settler-{n}"] = stack.spawn_settler().pid
+            if layout.settlers:  # the worker answers calls, a settler beside it settles
+                pids[f"payment-settler-{n}"] = stack.spawn_settler().pid
             worker_ports.append(port)
         targets = ",".join(f"localhost:{port}" for port in worker_ports)
         base_urls = []
@@ -599,11 +602,13 @@ def print_figures(f: RunFigures) -> None:
 
 async def main(args: argparse.Namespace) -> int:
     endpoints = read_endpoints(load_settings().endpoints_file)
-    layout = Layout(ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways)
+    layout = Layout(
+        ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways, settlers=args.settler
+    )
     print(check_machine().render(), flush=True)  # to read the figures against another day's
     print(
         f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s)"
-        " (each with a settler),"
+        f"{' (each with a settler)' if args.settler else ''},"
         f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
         f" load average before {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -666,6 +671,12 @@ if __name__ == "__main__":
     parser.add_argument("--writers", type=int, choices=range(1, PARTITIONS + 1), default=1, help="ledger writers")
     parser.add_argument("--workers", type=int, default=1, help="payment worker processes")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
+    parser.add_argument(
+        "--settler",
+        action="store_true",
+        help="run a payplane payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate; the operator's"
+        " pods do not yet, docs/benchmarks.md)",
+    )
     parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
     parser.add_argument(
         "--open-rate-per-s", type=float, default=0.0, help="skip the max-rate run; run the open loop at this rate"
