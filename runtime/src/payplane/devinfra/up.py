@@ -456,7 +456,7 @@ def bring_up(settings: InfraSettings, options: UpOptions) -> Platform:
 
 def metrics_urls(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """Every running pod's ``/metrics`` URLs, one per container port whose name ends in ``metrics`` (a
-    worker pod's settler and a writer pod's relay serve their own), with the pod and container they name."""
+    writer pod's relay serves its own), with the pod and container they name."""
     found = []
     for pod in pods:
         address = (pod.get("status") or {}).get("podIP")
