@@ -36,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from payplane.adapters.ledger_store import BatchOutcome, claim_partitions, load_ledger, persist
 from payplane.adapters.ledger_verify import verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.adapters.postgres_migrations import migrate
 from payplane.adapters.postgres_sessions import KEY_LOOKUP_SESSION
 from payplane.devinfra.endpoints import read_endpoints
@@ -266,7 +266,7 @@ async def run_relay(bootstrap: str, dsn: str, pattern: str, count: int, batch: i
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(topics.ledger_results, RESULTS_TOPIC_PARTITIONS, 1)])
-    relay = OutboxRelay(dsn, bootstrap, source="bench", safety_poll_s=0.2)
+    relay = OutboxRelay(dsn, bootstrap, kind=OutboxKind.LEDGER, source="bench", safety_poll_s=0.2)
     clock = CpuClock([])
     task = asyncio.create_task(relay.run())
     while relay.published < count:  # noqa: ASYNC110 (the relay exposes a counter, not an event)

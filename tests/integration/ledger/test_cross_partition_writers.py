@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 
 from payplane.adapters.ledger_verify import cross_partition_check, verify
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.ledger.codec import account_spec_to_dict, request_to_dict
 from payplane.ledger.model import AccountFlags, AccountSpec, TransferMode, TransferRequest
 from payplane.ledger.writer import LedgerWriter
@@ -95,7 +95,7 @@ async def test_two_writers_settle_cross_partition_payments(
         await writer.start()
         writers.append(writer)
         logs.append(log)
-    relay = OutboxRelay(shard_dsn, bootstrap, source="xp", safety_poll_s=1.0)
+    relay = OutboxRelay(shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="xp", safety_poll_s=1.0)
     relay_task = asyncio.create_task(relay.run())
     try:
         outcomes: dict[str, str] = {}
@@ -170,7 +170,7 @@ async def test_a_writer_owning_both_partitions_posts_both_legs_in_one_batch(
         partition_of=partition_of,
     )
     await writer.start()
-    relay = OutboxRelay(shard_dsn, bootstrap, source="xp-both", safety_poll_s=1.0)
+    relay = OutboxRelay(shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="xp-both", safety_poll_s=1.0)
     try:
         # the first payment into partition 1 opens its transit account (through the outbox: the batch
         # that made the leg did not know whether that account existed yet)

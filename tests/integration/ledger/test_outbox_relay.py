@@ -13,7 +13,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 
-from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxRelay, pack_messages
+from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE
+from payplane.adapters.outbox_relay import NOTIFY_SQL, OutboxKind, OutboxRelay, pack_messages
+from payplane.adapters.postgres_migrations import migrate
 from tests.integration.conftest import Infra, kafka_topics
 from tests.tcp_proxy import PartitionableProxy
 
@@ -55,7 +57,10 @@ async def test_relay_is_prompt_complete_and_not_doubled(
     infra: Infra, shard: asyncpg.Connection, shard_dsn: str, topic: str
 ) -> None:
     bootstrap = infra["KAFKA_BOOTSTRAP"]
-    relays = [OutboxRelay(shard_dsn, bootstrap, source="shard-test", safety_poll_s=SLOW_POLL_S) for _ in range(2)]
+    relays = [
+        OutboxRelay(shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="shard-test", safety_poll_s=SLOW_POLL_S)
+        for _ in range(2)
+    ]
     tasks = [asyncio.create_task(r.run()) for r in relays]
     try:
         await asyncio.sleep(1.0)  # both relays connected and listening
@@ -88,7 +93,9 @@ async def test_relay_rides_out_a_database_partition(
     proxy = PartitionableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
     await proxy.start()
     proxied = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-    relay = OutboxRelay(proxied, infra["KAFKA_BOOTSTRAP"], source="partitioned", safety_poll_s=0.5)
+    relay = OutboxRelay(
+        proxied, infra["KAFKA_BOOTSTRAP"], kind=OutboxKind.LEDGER, source="partitioned", safety_poll_s=0.5
+    )
     task = asyncio.create_task(relay.run())
     try:
         for round_ in range(6):
@@ -121,7 +128,7 @@ async def test_relay_keeps_each_keys_order_and_partition(
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(name, 3, 1)])
-    relay = OutboxRelay(shard_dsn, bootstrap, source="order-test", safety_poll_s=SLOW_POLL_S)
+    relay = OutboxRelay(shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="order-test", safety_poll_s=SLOW_POLL_S)
     task = asyncio.create_task(relay.run())
     rows = [(name, f"key-{i % 7}".encode(), f"{i:05d}".encode() + b"x" * 600) for i in range(3000)]
     try:
@@ -169,7 +176,9 @@ async def test_a_packed_row_goes_out_as_its_messages(
             "insert into outbox (partition, topic, message_key, payload) values (0, $1, 'k', 'single')", topic
         )
         await shard.execute(NOTIFY_SQL)
-    relay = OutboxRelay(shard_dsn, infra["KAFKA_BOOTSTRAP"], source="packed", safety_poll_s=SLOW_POLL_S)
+    relay = OutboxRelay(
+        shard_dsn, infra["KAFKA_BOOTSTRAP"], kind=OutboxKind.LEDGER, source="packed", safety_poll_s=SLOW_POLL_S
+    )
     task = asyncio.create_task(relay.run())
     try:
         consumer = AIOKafkaConsumer(
@@ -209,7 +218,9 @@ async def test_a_kept_outbox_loses_only_rows_sent_longer_ago_than_it_keeps_them(
     """A shard's outbox keeps what it sent for ``sent_keep_s``, then the relay deletes it, in bounded
     batches, oldest first; rows sent recently and rows not sent yet stay."""
     bootstrap = infra["KAFKA_BOOTSTRAP"]
-    relay = OutboxRelay(shard_dsn, bootstrap, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600)
+    relay = OutboxRelay(
+        shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600
+    )
     task = asyncio.create_task(relay.run())
     try:
         await asyncio.sleep(1.0)
@@ -229,7 +240,9 @@ async def test_a_kept_outbox_loses_only_rows_sent_longer_ago_than_it_keeps_them(
         "update outbox set published_at = now() - interval '2 hours' where id = any($1::bigint[])", ids[:300]
     )
     await shard.execute("update outbox set published_at = null where id = $1", ids[4])
-    relay = OutboxRelay(shard_dsn, bootstrap, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600)
+    relay = OutboxRelay(
+        shard_dsn, bootstrap, kind=OutboxKind.LEDGER, source="kept", safety_poll_s=SLOW_POLL_S, sent_keep_s=3600
+    )
     task = asyncio.create_task(relay.run())
     try:
         remaining = await _wait_for(shard, "select count(*) from outbox", 151, timeout_s=30)
@@ -241,3 +254,40 @@ async def test_a_kept_outbox_loses_only_rows_sent_longer_ago_than_it_keeps_them(
     assert kept == [ids[4], *ids[300:]]
     assert relay.pruned == 299
     assert await shard.fetchval(unsent) == 0
+
+
+async def test_a_relay_started_before_its_database_is_migrated_waits_for_the_outbox_of_its_kind(
+    infra: Infra, shard_dsn: str, topic: str
+) -> None:
+    """A shard's relay and writer are two processes of one pod: the relay may look at the database before
+    or while the writer migrates it. It must wait until the outbox has what its kind needs, never infer its
+    kind from the table it finds (a relay that did once read the columns before a migration committed,
+    took the shard's outbox for a payments outbox, and sent a writer batch's packed outcomes as one
+    message that no consumer could decode)."""
+    conn = await asyncpg.connect(shard_dsn)
+    relay = OutboxRelay(
+        shard_dsn, infra["KAFKA_BOOTSTRAP"], kind=OutboxKind.LEDGER, source="early", safety_poll_s=SLOW_POLL_S
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.5)  # no outbox at all yet
+        await migrate(conn, MIGRATIONS_PACKAGE, target_version=5)  # an outbox of a release before packed rows
+        await asyncio.sleep(1.0)
+        assert not task.done()
+        assert relay.published == 0
+        await migrate(conn, MIGRATIONS_PACKAGE)
+        packed = [(f"t{i}".encode(), f"outcome-{i}".encode()) for i in range(3)]
+        async with conn.transaction():
+            await conn.execute(
+                "insert into outbox (partition, topic, payload, packed) values (0, $1, $2, true)",
+                topic,
+                pack_messages(packed),
+            )
+            await conn.execute(NOTIFY_SQL)
+        got = await _consume(infra["KAFKA_BOOTSTRAP"], topic, count=3, timeout_s=30)
+        assert [value for value, _ in got] == [value for _, value in packed]
+        assert await _wait_for(conn, "select count(*) from outbox where published_at is null", 0, timeout_s=10) == 0
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, timeout=15)
+        await conn.close()

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.platform.metrics import OutboxAge
 from tests.integration.conftest import Infra, kafka_topics
 
@@ -65,7 +65,9 @@ async def test_outbox_age_grows_without_kafka_and_drops_once_published(
         )
         assert gauge() == 0.0
 
-        unreachable = OutboxRelay(payments_dsn, f"127.0.0.1:{_closed_port()}", source="age-test", observer=age)
+        unreachable = OutboxRelay(
+            payments_dsn, f"127.0.0.1:{_closed_port()}", kind=OutboxKind.PAYMENTS, source="age-test", observer=age
+        )
         task = asyncio.create_task(unreachable.run())
         try:
             await _until(lambda: gauge() >= WAITED_S, "the relay reported the waiting row")
@@ -77,7 +79,9 @@ async def test_outbox_age_grows_without_kafka_and_drops_once_published(
             await asyncio.wait_for(task, timeout=15)
         assert await conn.fetchval("select count(*) from outbox") == 1
 
-        relay = OutboxRelay(payments_dsn, infra["KAFKA_BOOTSTRAP"], source="age-test", observer=age)
+        relay = OutboxRelay(
+            payments_dsn, infra["KAFKA_BOOTSTRAP"], kind=OutboxKind.PAYMENTS, source="age-test", observer=age
+        )
         task = asyncio.create_task(relay.run())
         try:
             await _until(lambda: gauge() == 0.0, "the age dropped to zero once published")

@@ -188,3 +188,10 @@ class LedgerResultsConsumer:
         ]
         await self.producer.send_and_wait(self.dead_letter_topic, value or b"", headers=headers)
         self.dead_lettered += 1
+        log.warning(
+            "ledger results: record %d of partition %d dead-lettered to %s: %s",
+            offset,
+            partition,
+            self.dead_letter_topic,
+            reason,
+        )

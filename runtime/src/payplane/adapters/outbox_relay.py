@@ -12,6 +12,11 @@ after it found none). A crash between the send and the commit re-sends those
 rows, so every message carries an ``event_id`` header for consumers to deduplicate, and the
 ``traceparent`` of the request that wrote the row when the outbox stores one.
 
+The relay is told which kind of outbox it relays (``OutboxKind``) and never infers it from the table: a
+relay that started while its database was being migrated once read the columns before the migration
+committed and the table after, took a ledger shard's outbox for a payments outbox, and sent packed rows
+as single messages. It waits, retrying, until the table has the columns its kind needs.
+
 The relay reports the creation time of the oldest row it knows to be unpublished (``oldest_unpublished_at_s``,
 None when drained) to an observer, which turns it into the outbox-age gauge: it is refreshed by every
 round and by every (re)connection, so it keeps growing while Kafka is unreachable.
@@ -22,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any, Final, NamedTuple, Protocol
 
 import asyncpg
@@ -44,14 +50,16 @@ SAFETY_POLL_S: Final = 5.0
 # together, for at most this much added latency (a full round starts the next one at once).
 ROUND_INTERVAL_MIN_S: Final = 0.020
 RETRY_BACKOFF_S_MAX: Final = 5.0
+PRODUCER_START_TIMEOUT_S: Final = 60.0  # above the client's own request timeout (40 s): only a start that hangs
 RECORD_BATCH_BYTES_MAX: Final = 512 * 1024  # per topic partition; below the client's 1 MiB request limit
 _PARTITIONER: Final = DefaultPartitioner()
 
 NOTIFY_SQL: Final = f"select pg_notify('{NOTIFY_CHANNEL}', '')"
 OLDEST_UNPUBLISHED_SQL: Final = "select extract(epoch from created_at)::float8 from outbox {unsent} order by id limit 1"
-_HAS_COLUMN_SQL: Final = (
-    "select exists (select from information_schema.columns"
-    " where table_schema = current_schema() and table_name = 'outbox' and column_name = $1)"
+# One statement, so one snapshot: the columns of a table a migration is creating are all there or none is.
+_OUTBOX_COLUMNS_SQL: Final = (
+    "select coalesce(array_agg(column_name::text), '{}') from information_schema.columns"
+    " where table_schema = current_schema() and table_name = 'outbox'"
 )
 
 _SELECT: Final = (
@@ -89,6 +97,27 @@ def unpack_messages(payload: bytes) -> list[tuple[bytes | None, bytes]]:
     return _UNPACK.decode(payload)
 
 
+class OutboxKind(Enum):
+    """What an outbox's rows hold and what becomes of a row once sent."""
+
+    PAYMENTS = "payments"  # a message per row, with its request's trace context; a sent row is deleted
+    LEDGER = "ledger"  # a writer batch's messages packed in a row; a sent row is kept, marked, for a while
+
+    @property
+    def required_columns(self) -> frozenset[str]:
+        return _REQUIRED_COLUMNS[self]
+
+
+_REQUIRED_COLUMNS: Final = {
+    OutboxKind.PAYMENTS: frozenset({"traceparent"}),
+    OutboxKind.LEDGER: frozenset({"packed", "published_at"}),
+}
+
+
+class OutboxNotReadyError(Exception):
+    """The outbox table lacks what its kind needs: its database is not migrated (yet) to this release."""
+
+
 class _Message(NamedTuple):
     row: asyncpg.Record
     key: bytes | None
@@ -121,6 +150,7 @@ class OutboxRelay:
         dsn: str,
         bootstrap: str,
         *,
+        kind: OutboxKind,
         source: str,
         safety_poll_s: float = SAFETY_POLL_S,
         observer: OutboxObserver | None = None,
@@ -128,18 +158,23 @@ class OutboxRelay:
     ) -> None:
         self.dsn = dsn
         self.bootstrap = bootstrap
+        self.kind = kind
         self.source = source  # names this outbox in event ids, e.g. the shard database
         self.safety_poll_s = safety_poll_s
         self.published = 0
         self.pruned = 0  # sent rows deleted from a kept outbox
         self.sent_keep_s = sent_keep_s
-        self._keeping = False
+        self._keeping = kind is OutboxKind.LEDGER  # sent rows are marked and kept, not deleted
+        self._unsent = "where published_at is null" if self._keeping else ""
         self._prune_due_s = 0.0  # monotonic time of the next look for sent rows to delete
         self._pruned_this_pass = 0
         self.observer: OutboxObserver = observer or _IgnoreOutbox()
-        self._select = ""
-        self._done = _DELETE_SENT
-        self._rows_per_round = ROWS_PER_ROUND_MAX
+        ledger = kind is OutboxKind.LEDGER
+        self._select = _SELECT.format(
+            trace="null::text" if ledger else "traceparent", packed="packed" if ledger else "false", unsent=self._unsent
+        )
+        self._done = _MARK_SENT if ledger else _DELETE_SENT
+        self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if ledger else ROWS_PER_ROUND_MAX
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -157,6 +192,7 @@ class OutboxRelay:
                 asyncpg.InterfaceError,
                 InternalClientError,
                 KafkaError,
+                OutboxNotReadyError,
             ) as exc:
                 log.warning("outbox relay %s: %r; retrying in %.1fs", self.source, exc, backoff_s)
                 await asyncio.sleep(backoff_s)
@@ -181,21 +217,15 @@ class OutboxRelay:
             max_batch_size=RECORD_BATCH_BYTES_MAX,
         )
         try:
-            # the payments outbox carries trace context and deletes what was sent; a ledger shard's packs a
-            # batch's outcomes in a row and keeps the rows it sent, marked
-            traced = await conn.fetchval(_HAS_COLUMN_SQL, "traceparent")
-            packing = await conn.fetchval(_HAS_COLUMN_SQL, "packed")
-            keeping = await conn.fetchval(_HAS_COLUMN_SQL, "published_at")
-            unsent = "where published_at is null" if keeping else ""
-            self._select = _SELECT.format(
-                trace="traceparent" if traced else "null::text", packed="packed" if packing else "false", unsent=unsent
-            )
-            self._done = _MARK_SENT if keeping else _DELETE_SENT
-            self._keeping = bool(keeping)
-            self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL.format(unsent=unsent)))
-            self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if packing else ROWS_PER_ROUND_MAX
+            missing = self.kind.required_columns - set(await conn.fetchval(_OUTBOX_COLUMNS_SQL))
+            if missing:
+                raise OutboxNotReadyError(
+                    f"the outbox lacks {', '.join(sorted(missing))}: its database is not migrated to this release yet"
+                )
+            self.observer.oldest_unpublished(await conn.fetchval(OLDEST_UNPUBLISHED_SQL.format(unsent=self._unsent)))
             await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-            await producer.start()
+            # bounded: an idempotent producer's start retries its producer id request without end or log
+            await asyncio.wait_for(producer.start(), PRODUCER_START_TIMEOUT_S)
             while not self._stopping.is_set():
                 round_started_s = time.monotonic()
                 self._wake.clear()  # the round sees every row committed before it starts

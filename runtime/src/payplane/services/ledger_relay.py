@@ -16,7 +16,7 @@ import logging
 import signal
 from dataclasses import dataclass
 
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.platform.metrics import LedgerRelayMetrics
 from payplane.services.entry import ConfigError, serve_from_env
 
@@ -63,7 +63,11 @@ async def run(config: RelayConfig) -> int:
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address)
     relay = OutboxRelay(
-        config.dsn, config.bootstrap, source=outbox_source(config.rail, config.shard), observer=metrics.outbox
+        config.dsn,
+        config.bootstrap,
+        kind=OutboxKind.LEDGER,
+        source=outbox_source(config.rail, config.shard),
+        observer=metrics.outbox,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from payplane.adapters.ledger_store import MIGRATIONS_PACKAGE, FencedError
 from payplane.adapters.ledger_writer_io import KafkaCommandLog, PostgresLedgerStore, partition_lookup
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.adapters.postgres_migrations import migrate_database
 from payplane.ledger.assignment import owned_partitions
 from payplane.ledger.writer import BATCH_RECORDS_MAX, LedgerWriter, TransientError
@@ -178,7 +178,11 @@ async def run(config: WriterConfig) -> int:
         observer=metrics,
     )
     relay = OutboxRelay(
-        config.dsn, config.bootstrap, source=outbox_source(config.rail, config.shard), observer=metrics.outbox
+        config.dsn,
+        config.bootstrap,
+        kind=OutboxKind.LEDGER,
+        source=outbox_source(config.rail, config.shard),
+        observer=metrics.outbox,
     )
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.bind_address, status=lambda: writer_status(config, writer, metrics))

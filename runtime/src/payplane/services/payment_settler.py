@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from payplane.adapters.ledger_results import LedgerResultsConsumer
-from payplane.adapters.outbox_relay import OutboxRelay
+from payplane.adapters.outbox_relay import OutboxKind, OutboxRelay
 from payplane.adapters.payments_store import MIGRATIONS_PACKAGE, PaymentsStore
 from payplane.adapters.postgres_migrations import migrate_database
 from payplane.platform.metrics import SettlementMetrics
@@ -80,7 +80,9 @@ class Settlement:
     def __init__(
         self, *, dsn: str, bootstrap: str, topics: RailTopics, store: PaymentsStore, metrics: SettlementMetrics
     ) -> None:
-        self.relay = OutboxRelay(dsn, bootstrap, source=f"{topics.rail}-payments", observer=metrics.outbox)
+        self.relay = OutboxRelay(
+            dsn, bootstrap, kind=OutboxKind.PAYMENTS, source=f"{topics.rail}-payments", observer=metrics.outbox
+        )
         self.results = LedgerResultsConsumer(bootstrap, topics, store, observer=metrics)
 
     def start(self) -> list[asyncio.Task[None]]:
