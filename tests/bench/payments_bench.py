@@ -1,6 +1,6 @@
 """End-to-end payment benchmark (``make bench-payments``): REST gateway → SPIFFE-mTLS gRPC → payment worker →
-outbox → Kafka → ledger writer(s) → outcomes → payment worker (with ``--settler``, a ``payplane
-payment-settler`` beside each worker relays and applies outcomes instead), all real processes on the
+outbox → Kafka → ledger writer(s) → outcomes, relayed and applied by a ``payplane payment-settler`` beside
+each worker as in the operator's pods (with ``--in-process-settlement``, by the worker), all real processes on the
 shared local infrastructure, started by the integration tests' ``rail_stack`` (each workload with its SPIFFE identity).
 
 1. Opens ``--accounts`` external funding sources and as many wallets per client through the API, and
@@ -79,7 +79,9 @@ class Layout:
     ledger_writers: int
     payment_workers: int
     gateways: int
-    settlers: bool = False  # a payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate)
+    settlers: bool = (
+        True  # a payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate), as the operator runs them
+    )
 
 
 @dataclass
@@ -603,12 +605,15 @@ def print_figures(f: RunFigures) -> None:
 async def main(args: argparse.Namespace) -> int:
     endpoints = read_endpoints(load_settings().endpoints_file)
     layout = Layout(
-        ledger_writers=args.writers, payment_workers=args.workers, gateways=args.gateways, settlers=args.settler
+        ledger_writers=args.writers,
+        payment_workers=args.workers,
+        gateways=args.gateways,
+        settlers=not args.in_process_settlement,
     )
     print(check_machine().render(), flush=True)  # to read the figures against another day's
     print(
         f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s)"
-        f"{' (each with a settler)' if args.settler else ''},"
+        f"{' (each with a settler)' if layout.settlers else ' (settling in-process)'},"
         f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
         f" load average before {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -672,10 +677,10 @@ if __name__ == "__main__":
     parser.add_argument("--workers", type=int, default=1, help="payment worker processes")
     parser.add_argument("--gateways", type=int, default=1, help="gateway processes")
     parser.add_argument(
-        "--settler",
+        "--in-process-settlement",
         action="store_true",
-        help="run a payplane payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate; the operator's"
-        " pods do not yet, docs/benchmarks.md)",
+        help="each worker settles its payments itself (PAYPLANE_SETTLEMENT=in-process) instead of a"
+        " payplane payment-settler beside it, as the operator's pods run them",
     )
     parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
     parser.add_argument(

@@ -102,8 +102,9 @@ def test_the_rail_is_ready_with_every_pod_running_as_a_local_process(platform: P
         addresses.add(status["podIP"])
         containers = {c["name"] for c in status["containerStatuses"]}
         role = pod["metadata"]["labels"]["app.kubernetes.io/component"]
-        # a writer pod also runs the shard's outbox relay, as a process of its own
-        assert containers == ({role, "ledger-relay"} if role == "ledger-writer" else {role}), (name, containers)
+        # a writer pod also runs the shard's outbox relay, a worker pod its settler, as processes of their own
+        second = {"ledger-writer": {"ledger-relay"}, "payment-worker": {"payment-settler"}}.get(role, set())
+        assert containers == {role, *second}, (name, containers)
         for container in status["containerStatuses"]:
             pid = _pid(container)
             # the process runs as its pod's SPIFFE identity: the gid the operator's local SPIRE entry selects
@@ -125,6 +126,38 @@ def test_payments_through_the_gateway_settle_and_the_ledger_verifies(platform: P
     assert not stats.rejected, stats.summary()
     verified = payplane_command("ledger", "verify", *[a for dsn in platform.ledger_dsns for a in ("--dsn", dsn)])
     assert "ledger invariants hold" in verified
+    # the worker pods' settlers (not the workers) applied the ledger's answers: their metrics count them
+    workers = [p for p in platform.pods() if p["metadata"]["labels"]["app.kubernetes.io/component"] == "payment-worker"]
+    succeeded = 'payplane_payments_total{status="succeeded"}'
+    settled = 0.0
+    for pod in workers:
+        address = pod["status"].get("podIP")
+        if not address:  # a replica the autoscaler is still placing has settled nothing
+            continue
+        log = platform.pods_dir / f"{platform.namespace}_{pod['metadata']['name']}_{pod['metadata']['uid']}"
+        settled += _metric(f"http://{address}:9091/metrics", succeeded, log / "payment-settler.log")
+        assert _metric(f"http://{address}:9090/metrics", succeeded, log / "payment-worker.log") == 0
+    assert settled >= PAYMENTS
+
+
+def _metric(url: str, series: str, log: Path, wait_s: float = 30.0) -> float:
+    """One series' value from a /metrics page (0 when absent), waiting for a process still starting."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                lines = response.read().decode().splitlines()
+            break
+        except OSError as exc:
+            error = str(exc)
+        if time.monotonic() >= deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            pytest.fail(f"{url}: {error}; {log}:\n{tail}")
+        time.sleep(0.5)
+    for line in lines:
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def _get(platform: Platform, path: str) -> dict[str, Any]:

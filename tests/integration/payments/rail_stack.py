@@ -140,8 +140,8 @@ class RailStack:
         return proc, self._listening(proc, "payment worker")
 
     def spawn_settler(self, **env: str) -> subprocess.Popen[str]:
-        """``payplane payment-settler``, for workers spawned with ``PAYPLANE_SETTLEMENT=separate``. It needs
-        no SPIFFE identity."""
+        """``payplane payment-settler``, for workers spawned with ``PAYPLANE_SETTLEMENT=separate`` (as the
+        operator's pods run them). It needs no SPIFFE identity."""
         return self.procs.spawn(
             ["payment-settler"],
             {

@@ -1,7 +1,7 @@
-"""Settlement in a process of its own (`payplane payment-settler`) beside a payment worker: a worker
-started with PAYPLANE_SETTLEMENT=separate accepts payments and settles none; the settler relays the outbox
-and applies the ledger's outcomes, exports the settlement metrics the worker no longer does, and a settler
-killed with SIGKILL loses nothing its successor does not finish."""
+"""Settlement in a process of its own (`payplane payment-settler`), as the operator runs it beside each
+payment worker: a worker started with PAYPLANE_SETTLEMENT=separate accepts payments and settles none;
+the settler relays the outbox and applies the ledger's outcomes, exports the settlement metrics the
+worker no longer does, and a settler killed with SIGKILL loses nothing its successor does not finish."""
 
 import asyncio
 import socket

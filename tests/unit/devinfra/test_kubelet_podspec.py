@@ -22,6 +22,7 @@ from payplane.devinfra.kubelet.podspec import (
 from payplane.services import gateway as gateway_service
 from payplane.services import ledger_relay as relay_service
 from payplane.services import ledger_writer as writer_service
+from payplane.services import payment_settler as settler_service
 from payplane.services import payment_worker as worker_service
 from payplane_contracts.identity import WorkloadRole, local_gid, workload_spiffe_id
 from payplane_operator.api.v1alpha1 import SecretKey, parse_rail, parse_shard
@@ -200,8 +201,15 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     assert gateway.worker_targets == ["dns://127.0.0.1:5353/card-eur-payment-worker.payments.svc:50051"]
     assert (gateway.bind_address, gateway.http_port, gateway.metrics_port) == (POD_IP, 8080, 9090)
     assert (gateway.dsn, gateway.redis_url) == ("postgresql://p", "redis://r")
-    worker = worker_service.config_from_env(dict(spec_of("card-eur-payment-worker").env))
+    worker_spec, settler_spec = specs_of("card-eur-payment-worker")
+    worker = worker_service.config_from_env(dict(worker_spec.env))
     assert (worker.bind_address, worker.grpc_port, worker.rail) == (POD_IP, 50051, "card-eur")
+    assert worker.settle_in_process is False
+    settler = settler_service.config_from_env(dict(settler_spec.env))  # the pod's second process
+    assert (settler.dsn, settler.rail, settler.bind_address) == ("postgresql://p", "card-eur", POD_IP)
+    assert (settler.bootstrap, settler.partition_count) == (worker.bootstrap, worker.partition_count)
+    assert settler.metrics_port != worker.metrics_port
+    assert settler_spec.gid == worker_spec.gid
     # every shard's database, through the kubelet's $(VAR) expansion of the operator's composed variable
     assert worker.ledger_dsns == ["postgresql://l", "postgresql://h1:5432,h2:5432/b"]
     writer_spec, relay_spec = specs_of("card-eur-a-ledger-writer")

@@ -6,6 +6,7 @@ from payplane.services import gateway as gateway_service
 from payplane.services import payment_worker as worker_service
 from payplane.services.ledger_relay import config_from_env as relay_config_from_env
 from payplane.services.ledger_writer import CONSUMER_ROLE, config_from_env
+from payplane.services.payment_settler import config_from_env as settler_config_from_env
 from payplane_contracts.identity import WorkloadRole, local_gid, parse_workload_id
 from payplane_contracts.topics import RailTopics
 from payplane_operator.api.v1alpha1 import Kind, SecretKey, parse_rail, parse_shard
@@ -176,9 +177,9 @@ def test_the_workers_get_every_shard_database_from_the_shards_secrets() -> None:
     }
 
 
-def _env(deployment: dict[str, Any]) -> dict[str, str]:
+def _env(deployment: dict[str, Any], container: int = 0) -> dict[str, str]:
     """A container's environment as the process sees it, secrets filled with placeholders."""
-    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    env = deployment["spec"]["template"]["spec"]["containers"][container]["env"]
     return {e["name"]: e["value"] if "value" in e else _placeholder(e["valueFrom"]) for e in env}
 
 
@@ -221,6 +222,7 @@ def test_the_gateway_and_worker_environments_are_what_the_runtime_reads() -> Non
     assert (worker.bind_address, worker.metrics_port) == ("<field status.podIP>", 9090)
     assert worker.retention_s == 48 * 3600
     assert (worker.amount_min_minor, worker.amount_max_minor) == (1, 1_000_000)
+    assert worker.settle_in_process is False  # the pod's second container settles
     without_redis = _children()[("Deployment", "card-eur-gateway")]
     assert "PAYPLANE_REDIS_URL" not in _env(without_redis)
 
@@ -263,6 +265,24 @@ def test_the_shard_pods_relay_container_is_what_the_ledger_relay_reads() -> None
     dsn = next(e for e in relay_container["env"] if e["name"] == "PAYPLANE_LEDGER_DSN")
     assert dsn["valueFrom"] == {"secretKeyRef": {"name": "card-eur-db", "key": "dsn"}}
     assert relay_container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_worker_pods_settler_container_is_what_the_payment_settler_reads() -> None:
+    worker_pod = _children()[("Deployment", "card-eur-payment-worker")]["spec"]["template"]["spec"]
+    worker_container, settler_container = worker_pod["containers"]
+    assert settler_container["args"] == ["payment-settler"]
+    assert settler_container["ports"] == [{"name": "settle-metrics", "containerPort": 9091, "protocol": "TCP"}]
+    settler = settler_config_from_env(_env(_children()[("Deployment", "card-eur-payment-worker")], container=1))
+    worker = worker_service.config_from_env(_env(_children()[("Deployment", "card-eur-payment-worker")]))
+    assert (settler.dsn, settler.rail, settler.bootstrap) == (worker.dsn, worker.rail, worker.bootstrap)
+    assert settler.partition_count == worker.partition_count == 8
+    assert (settler.bind_address, settler.metrics_port) == ("<field status.podIP>", 9091)
+    assert settler.metrics_port != worker.metrics_port  # one pod, two servers
+    # no SPIFFE identity and no config volume: it talks only to PostgreSQL and Kafka
+    assert "SPIFFE_ENDPOINT_SOCKET" not in _env(_children()[("Deployment", "card-eur-payment-worker")], container=1)
+    assert "volumeMounts" not in settler_container
+    assert settler_container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert worker_container["args"] == ["payment-worker"]
 
 
 def _env_value(container: dict[str, Any], name: str) -> str:

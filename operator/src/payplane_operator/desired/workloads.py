@@ -31,6 +31,7 @@ GATEWAY_CONTAINER_PORT: Final = 8080
 WORKER_GRPC_PORT: Final = 50051
 METRICS_PORT: Final = 9090
 RELAY_METRICS_PORT: Final = 9091  # the writer pods' second container, `payplane ledger-relay`
+SETTLER_METRICS_PORT: Final = 9091  # the worker pods' second container, `payplane payment-settler`
 CONFIG_MOUNT: Final = "/etc/payplane"
 POLICY_KEY: Final = "fraud-policy.json"
 WORKLOAD_API_MOUNT: Final = "/spiffe-workload-api"
@@ -300,6 +301,17 @@ def worker_env(
         {"name": "PAYPLANE_AMOUNT_MAX_MINOR", "value": str(spec.max_amount_minor)},
         *ledger_dsns_env(ledger_databases or {}),
         {"name": "PAYPLANE_FRAUD_POLICY_FILE", "value": f"{CONFIG_MOUNT}/{POLICY_KEY}"},
+        {"name": "PAYPLANE_SETTLEMENT", "value": "separate"},  # the pod's payment-settler container settles
+    ]
+
+
+def settler_env(rail: PaymentRail, *, kafka_bootstrap: str) -> list[dict[str, Any]]:
+    """The environment ``payplane payment-settler`` reads (``payplane.services.payment_settler``)."""
+    return [
+        {"name": "PAYPLANE_RAIL", "value": rail.meta.name},
+        _from_secret("PAYPLANE_PAYMENTS_DSN", rail.spec.payments_secret),
+        {"name": "KAFKA_BOOTSTRAP", "value": kafka_bootstrap},
+        {"name": "PAYPLANE_LEDGER_PARTITION_COUNT", "value": str(rail.spec.ledger_partitions)},
     ]
 
 
@@ -364,6 +376,7 @@ def rail_children(
         ports=[{"name": "grpc", "containerPort": WORKER_GRPC_PORT, "protocol": "TCP"}],
         # mTLS only, so no gRPC health probe (Kubernetes probes are plaintext): the port accepting is the signal
         readiness={"tcpSocket": {"port": "grpc"}},
+        sidecars=[_settler_container(rail, settler_env(rail, kafka_bootstrap=kafka_bootstrap))],
         **common,
     )
     gateway_set, worker_set = _scaled_children(gateway), _scaled_children(worker)
@@ -437,21 +450,37 @@ def shard_children(
     return _scaled_children(writer)
 
 
+def _settler_container(rail: PaymentRail, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """`payplane payment-settler` beside the payment worker: relays the payments outbox and applies the
+    ledger's outcomes in a process of its own, so the worker's one Python thread only answers payment
+    calls (the worker runs with PAYPLANE_SETTLEMENT=separate). It needs no SPIFFE identity: it talks only
+    to PostgreSQL and Kafka."""
+    return _second_container(rail, "payment-settler", "settle-metrics", SETTLER_METRICS_PORT, env)
+
+
+def _second_container(
+    rail: PaymentRail, name: str, metrics_port_name: str, metrics_port: int, env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A pod's second payplane process (``payplane <name>``): the rail's image, the pod's address, its own
+    metrics port."""
+    return {
+        "name": name,
+        "image": rail.spec.image,
+        "imagePullPolicy": rail.spec.pull_policy.value,
+        "args": [name],
+        "env": [
+            {"name": "PAYPLANE_BIND_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "PAYPLANE_METRICS_PORT", "value": str(metrics_port)},
+            *env,
+        ],
+        "ports": [{"name": metrics_port_name, "containerPort": metrics_port, "protocol": "TCP"}],
+        "resources": RESOURCES,
+        "securityContext": CONTAINER_SECURITY,
+    }
+
+
 def _relay_container(rail: PaymentRail, outbox_env: list[dict[str, Any]]) -> dict[str, Any]:
     """`payplane ledger-relay` beside the writer: publishes the shard's outbox in a process of its own, so
     the writer's one Python thread only decides and commits (the writer runs with
     PAYPLANE_LEDGER_RELAY=separate). It needs no SPIFFE identity: it talks only to PostgreSQL and Kafka."""
-    return {
-        "name": "ledger-relay",
-        "image": rail.spec.image,
-        "imagePullPolicy": rail.spec.pull_policy.value,
-        "args": ["ledger-relay"],
-        "env": [
-            {"name": "PAYPLANE_BIND_ADDRESS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "PAYPLANE_METRICS_PORT", "value": str(RELAY_METRICS_PORT)},
-            *outbox_env,
-        ],
-        "ports": [{"name": "relay-metrics", "containerPort": RELAY_METRICS_PORT, "protocol": "TCP"}],
-        "resources": RESOURCES,
-        "securityContext": CONTAINER_SECURITY,
-    }
+    return _second_container(rail, "ledger-relay", "relay-metrics", RELAY_METRICS_PORT, outbox_env)

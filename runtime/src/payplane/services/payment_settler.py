@@ -1,9 +1,9 @@
 """``payplane payment-settler``: what settles a rail's payments, in a process of its own beside the
 payment worker — the payments outbox relay (ledger commands and payment events to Kafka) and the
-consumer of ledger outcomes (each outcome advances its payment's state machine once), for payment
-workers run with ``PAYPLANE_SETTLEMENT=separate``: the worker's one Python thread then answers payment
-calls without waiting behind settlement batches, and the two processes use both cores. (The operator's
-pods do not use it yet: docs/benchmarks.md.) Several settlers of one rail
+consumer of ledger outcomes (each outcome advances its payment's state machine once). The operator runs
+it as a second container of every payment-worker pod, and the workers there run with
+``PAYPLANE_SETTLEMENT=separate``: the worker's one Python thread then answers payment calls without
+waiting behind settlement batches, and the two processes use both cores. Several settlers of one rail
 are safe: outbox rows are taken with ``for update skip locked``, and the outcome consumers share one
 consumer group and apply each outcome once.
 
@@ -32,7 +32,7 @@ from payplane_contracts.topics import RailTopics
 log = logging.getLogger("payplane.payment_settler")
 
 SETTLEMENT_IN_PROCESS: Final = "in-process"  # the payment worker settles too (a single process)
-SETTLEMENT_SEPARATE: Final = "separate"  # `payplane payment-settler` does, beside the worker
+SETTLEMENT_SEPARATE: Final = "separate"  # `payplane payment-settler` does, beside the worker (the operator's pods)
 SETTLER_POOL_SIZE: Final = 4  # the outcome consumer's connections (the relay keeps its own)
 
 

@@ -15,8 +15,8 @@ watched and reloaded while serving; unset or absent: the default policy only), P
 (serve /metrics and GET /status; 0 or unset: off), PAYPLANE_BIND_ADDRESS
 (the address gRPC and metrics listen on, default 127.0.0.1; a Deployment sets the pod's IP),
 SPIFFE_ENDPOINT_SOCKET (the SPIRE agent), PAYPLANE_SETTLEMENT (``in-process``, the default: this
-process also relays the outbox and applies ledger outcomes, as the operator deploys it; ``separate``:
-``payplane payment-settler`` does, beside it). There is no plaintext mode.
+process also relays the outbox and applies ledger outcomes; ``separate``: ``payplane payment-settler``
+does, beside it, as in the operator's pods). There is no plaintext mode.
 """
 
 import argparse
