@@ -56,9 +56,11 @@ import uvloop
 
 from payplane.adapters.ledger_verify import verify
 from payplane.devinfra.endpoints import read_endpoints
+from payplane.devinfra.kubelet.podspec import cpu_request_milli, niceness_for_cpu_request
 from payplane.devinfra.settings import load_settings
 from payplane.devinfra.spire_cli import SpireServerCli
 from payplane.services.entry import GC_GENERATION0_OBJECTS
+from payplane_operator.desired.workloads import ACCEPT_PATH_RESOURCES, SETTLE_PATH_RESOURCES
 from tests.bench.http_load import HttpLoadClient, HttpProtocolError
 from tests.bench.machine_check import check_machine
 from tests.integration.payments.rail_stack import PARTITIONS, Client, Procs, rail_stack
@@ -79,9 +81,8 @@ class Layout:
     ledger_writers: int
     payment_workers: int
     gateways: int
-    settlers: bool = (
-        True  # a payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate), as the operator runs them
-    )
+    settlers: bool = True  # a payment-settler beside each worker (PAYPLANE_SETTLEMENT=separate), as in the pods
+    cpu_weights: bool = True  # each process niced by its container's CPU request, as the process kubelet does
 
 
 @dataclass
@@ -111,6 +112,17 @@ def _spire(endpoints: Mapping[str, str]) -> Spire:
         node_id=endpoints["PAYPLANE_SPIRE_NODE_ID"],
         endpoint_socket=endpoints["SPIFFE_ENDPOINT_SOCKET"],
     )
+
+
+def _weigh_cpu_as_the_operators_pods(pids: dict[str, int]) -> None:
+    """Each process at the nice value the process kubelet gives its container's CPU request in the
+    operator's pods (settlement's below acceptance's), every thread of it."""
+    settle = niceness_for_cpu_request(cpu_request_milli({"resources": SETTLE_PATH_RESOURCES}))
+    accept = niceness_for_cpu_request(cpu_request_milli({"resources": ACCEPT_PATH_RESOURCES}))
+    for name, pid in pids.items():
+        niceness = settle if name.startswith(("ledger-writer", "payment-settler")) else accept
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.setpriority(os.PRIO_PROCESS, int(task.name), niceness)
 
 
 @asynccontextmanager
@@ -146,6 +158,8 @@ async def started_path(endpoints: Mapping[str, str], layout: Layout) -> AsyncIte
             proc, port = await asyncio.to_thread(stack.spawn_gateway, worker_ports[0], PAYPLANE_WORKER_TARGETS=targets)
             pids[f"gateway-{n}"] = proc.pid
             base_urls.append(f"http://127.0.0.1:{port}")
+        if layout.cpu_weights:
+            _weigh_cpu_as_the_operators_pods(pids)
         yield Rail(
             stack.payments_dsn,
             stack.ledger_dsn,
@@ -609,11 +623,13 @@ async def main(args: argparse.Namespace) -> int:
         payment_workers=args.workers,
         gateways=args.gateways,
         settlers=not args.in_process_settlement,
+        cpu_weights=not args.equal_cpu_weights,
     )
     print(check_machine().render(), flush=True)  # to read the figures against another day's
     print(
         f"layout: {args.writers} ledger writer(s) over {PARTITIONS} partitions, {args.workers} payment worker(s)"
         f"{' (each with a settler)' if layout.settlers else ' (settling in-process)'},"
+        f"{' CPU weighed by request,' if layout.cpu_weights else ' equal CPU weights,'}"
         f" {args.gateways} gateway(s); 2 clients x {args.accounts} account pairs;"
         f" load average before {os.getloadavg()[0]:.2f}",
         flush=True,
@@ -681,6 +697,12 @@ if __name__ == "__main__":
         action="store_true",
         help="each worker settles its payments itself (PAYPLANE_SETTLEMENT=in-process) instead of a"
         " payplane payment-settler beside it, as the operator's pods run them",
+    )
+    parser.add_argument(
+        "--equal-cpu-weights",
+        action="store_true",
+        help="every process at nice 0 instead of the nice values the process kubelet gives the operator's"
+        " containers by their CPU requests (settlement's lower than acceptance's)",
     )
     parser.add_argument("--accounts", type=int, default=16, help="account pairs per client")
     parser.add_argument(

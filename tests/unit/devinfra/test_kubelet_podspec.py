@@ -10,8 +10,10 @@ from payplane.devinfra.kubelet.podspec import (
     PodConfigError,
     PodObjects,
     container_argv,
+    cpu_request_milli,
     expand,
     mount_table,
+    niceness_for_cpu_request,
     pod_gid,
     point_grpc_dns,
     process_specs,
@@ -225,6 +227,11 @@ def test_the_operators_pods_become_processes_the_services_accept() -> None:
     assert (relay.dsn, relay.shard, relay.bind_address) == ("postgresql://l", "card-eur-a", POD_IP)
     assert relay.metrics_port != writer.metrics_port
     assert relay_spec.gid == writer_spec.gid
+    # acceptance (25 ms budget) outweighs settlement (250 ms) for the CPU: its processes at a lower nice value
+    accepting = {gateway_spec.niceness, worker_spec.niceness}
+    settling = {settler_spec.niceness, writer_spec.niceness, relay_spec.niceness}
+    assert accepting == {0}
+    assert min(settling) > max(accepting)
 
 
 def test_init_containers_are_refused_with_a_reason() -> None:
@@ -232,3 +239,26 @@ def test_init_containers_are_refused_with_a_reason() -> None:
     the_pod["spec"]["initContainers"] = [{"name": "init"}]
     with pytest.raises(PodConfigError, match="init containers"):
         process_specs(the_pod, PodObjects(), NODE, pod_ip=POD_IP, pod_dir=Path("/p"))
+
+
+@pytest.mark.parametrize(
+    ("cpu", "milli", "niceness"),
+    [("1", 1000, 0), ("2", 2000, 0), ("500m", 500, 3), ("0.25", 250, 6), ("100m", 100, 10), (None, None, 19)],
+)
+def test_a_cpu_request_becomes_the_weight_a_cgroup_would_give_as_a_nice_value(
+    cpu: str | None, milli: int | None, niceness: int
+) -> None:
+    container = {"name": "app", "resources": {"requests": {"cpu": cpu}} if cpu is not None else {}}
+    assert cpu_request_milli(container) == milli
+    assert niceness_for_cpu_request(milli) == niceness
+
+
+def test_the_weights_of_two_requests_keep_their_ratio() -> None:
+    """500m against 100m: 5 times the CPU under contention, as cgroups' cpu.weight would share it."""
+    levels = niceness_for_cpu_request(100) - niceness_for_cpu_request(500)
+    assert 1.25**levels == pytest.approx(5, rel=0.1)
+
+
+def test_a_cpu_request_that_is_no_quantity_is_a_config_error() -> None:
+    with pytest.raises(PodConfigError, match="CPU request 'lots'"):
+        cpu_request_milli({"name": "app", "resources": {"requests": {"cpu": "lots"}}})

@@ -13,7 +13,7 @@ from payplane.devinfra.procs import _process_start_ticks
 WAIT_S = 10.0
 
 
-def spec(code: str) -> ProcessSpec:
+def spec(code: str, niceness: int = 0) -> ProcessSpec:
     return ProcessSpec(
         container="app",
         image="i",
@@ -22,6 +22,7 @@ def spec(code: str) -> ProcessSpec:
         gid=None,
         ports={},
         readiness_probe=None,
+        niceness=niceness,
     )
 
 
@@ -98,3 +99,17 @@ def test_a_new_kubelet_reaps_the_processes_an_old_one_recorded(tmp_path: Path) -
     assert _process_start_ticks(pid) is None
     assert not runtime.pid_file.exists()
     assert not stale.exists()
+
+
+def test_a_container_runs_at_the_niceness_of_its_cpu_request_threads_included(tmp_path: Path) -> None:
+    runtime = ContainerRuntime(name="app", image="i", pod_dir=tmp_path, restart_policy="Never")
+    report = (
+        "import os, threading, time; time.sleep(0.3); out = []; "
+        "t = threading.Thread(target=lambda: out.append(os.getpriority(os.PRIO_PROCESS, 0))); t.start(); t.join(); "
+        "print('NICE', os.getpriority(os.PRIO_PROCESS, 0), out[0], flush=True)"
+    )
+    runtime.start(spec(report, niceness=7))
+    wait_exit(runtime)
+    assert f"NICE {os.getpriority(os.PRIO_PROCESS, 0) + 7} {os.getpriority(os.PRIO_PROCESS, 0) + 7}" in (
+        runtime.log_file.read_text()
+    )

@@ -41,7 +41,17 @@ SHARD_DSN_PREFIX: Final = "PAYPLANE_SHARD_DSN_"
 REVISION_HISTORY: Final = 5
 READINESS_PERIOD_S: Final = 2
 # Requests make CPU autoscaling meaningful; a later issue exposes them in the CRDs.
-RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+# CPU requests by path. Accepting a payment (gateway, payment worker) has a 25 ms budget, settling it (the
+# settler, the ledger writer and its relay) 250 ms: under contention the kernel shares the cores in the ratio
+# of the requests (cgroups' CPU weights; on the process kubelet, nice values), so acceptance is served first
+# and settlement catches up in the gaps: its processes use less than half the CPU acceptance's do.
+ACCEPT_PATH_RESOURCES: Final = {"requests": {"cpu": "1", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+SETTLE_PATH_RESOURCES: Final = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+_ROLE_RESOURCES: Final = {
+    WorkloadRole.GATEWAY: ACCEPT_PATH_RESOURCES,
+    WorkloadRole.PAYMENT_WORKER: ACCEPT_PATH_RESOURCES,
+    WorkloadRole.LEDGER_WRITER: SETTLE_PATH_RESOURCES,
+}
 
 APPS_V1: Final = "apps/v1"
 CORE_V1: Final = "v1"
@@ -134,7 +144,7 @@ def _pod_spec(workload: _Workload) -> dict[str, Any]:
             *workload.env,
         ],
         "ports": [*workload.ports, {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
-        "resources": RESOURCES,
+        "resources": _ROLE_RESOURCES[workload.role],
         "volumeMounts": mounts,
         "securityContext": CONTAINER_SECURITY,
     }
@@ -474,7 +484,7 @@ def _second_container(
             *env,
         ],
         "ports": [{"name": metrics_port_name, "containerPort": metrics_port, "protocol": "TCP"}],
-        "resources": RESOURCES,
+        "resources": SETTLE_PATH_RESOURCES,  # a settler or a relay
         "securityContext": CONTAINER_SECURITY,
     }
 

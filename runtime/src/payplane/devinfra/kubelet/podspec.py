@@ -8,12 +8,15 @@ Kubernetes semantics kept: ``command`` replaces the image's entry point and ``ar
 Local translations (documented in docs/development.md): the image is ignored and its entry point is
 ``payplane`` from the project's environment; a volume becomes a per-pod directory, and an environment
 value or argument naming a path under a container ``mountPath`` is rewritten to that directory; the
-SPIFFE CSI volume is a node directory holding a link to the SPIRE agent's socket; gRPC ``dns:///``
+SPIFFE CSI volume is a node directory holding a link to the SPIRE agent's socket; a container's CPU
+request becomes its process's nice value (``niceness_for_cpu_request``: the relative CPU weight a cgroup
+would give it); gRPC ``dns:///``
 targets are pointed at the kubelet's Service resolver; each process runs with the primary gid of its pod's SPIFFE ID
 (``spiffe://<td>/ns/<namespace>/sa/<serviceAccountName>``), so SPIRE's ``unix:gid`` selectors (the
 operator's local identity mode) attest it.
 """
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,13 @@ GRPC_DNS_PREFIX: Final = "dns:///"
 CONFIG_ERROR: Final = "CreateContainerConfigError"
 _VAR_RE: Final = re.compile(r"\$\$|\$\(([-._a-zA-Z][-._a-zA-Z0-9]*)\)")
 _FIELD_KEY_RE: Final = re.compile(r"^metadata\.(labels|annotations)\['([^']+)'\]$")
+_CPU_QUANTITY_RE: Final = re.compile(r"^(\d+(?:\.\d+)?)(m?)$")
+# A container requesting a whole core runs at nice 0; every 1.25x less CPU requested is one nice level more
+# (the kernel's weight ratio between adjacent levels), so the processes' weights keep the requests' ratios,
+# as cgroups' cpu.weight would. No request at all (BestEffort) is the lowest weight.
+CPU_REQUEST_AT_NICE_0_MILLI: Final = 1000
+NICE_LEVEL_WEIGHT_RATIO: Final = 1.25
+NICENESS_MAX: Final = 19
 
 
 class PodConfigError(Exception):
@@ -81,6 +91,7 @@ class ProcessSpec:
     gid: int | None
     ports: Mapping[str, int]  # containerPort by name
     readiness_probe: Mapping[str, Any] | None
+    niceness: int = 0  # from the container's CPU request (niceness_for_cpu_request)
 
 
 def volume_dir(pod_dir: Path, plan: VolumePlan) -> Path:
@@ -242,6 +253,27 @@ def container_argv(container: Mapping[str, Any], node: NodeSettings, env: Mappin
     return tuple(argv)
 
 
+def cpu_request_milli(container: Mapping[str, Any]) -> int | None:
+    """The container's CPU request in millicores (``100m``, ``0.5``, ``2``); None when it requests none."""
+    quantity = ((container.get("resources") or {}).get("requests") or {}).get("cpu")
+    if quantity is None:
+        return None
+    match = _CPU_QUANTITY_RE.match(str(quantity))
+    if match is None:
+        raise PodConfigError(f"container {container.get('name')!r}: CPU request {quantity!r} is not a quantity")
+    number, milli = float(match.group(1)), match.group(2) == "m"
+    return math.ceil(number if milli else number * 1000)
+
+
+def niceness_for_cpu_request(request_milli: int | None) -> int:
+    """The nice value that gives a process the CPU weight, relative to its neighbours', that a cgroup with
+    this request would have: processes compete for the cores in the ratio of their requests."""
+    if not request_milli:
+        return NICENESS_MAX
+    levels = math.log(CPU_REQUEST_AT_NICE_0_MILLI / request_milli, NICE_LEVEL_WEIGHT_RATIO)
+    return max(0, min(NICENESS_MAX, round(levels)))
+
+
 def pod_gid(pod: Mapping[str, Any], trust_domain: str) -> int:
     """The local gid of the pod's SPIFFE ID, exactly as the operator's local-mode SPIRE entries select it."""
     meta, spec = pod["metadata"], pod.get("spec", {})
@@ -278,6 +310,7 @@ def process_specs(
                 gid=gid,
                 ports=ports,
                 readiness_probe=container.get("readinessProbe"),
+                niceness=niceness_for_cpu_request(cpu_request_milli(container)),
             )
         )
     return result

@@ -120,6 +120,10 @@ class ContainerRuntime:
                 group=identity.get("group"),
                 extra_groups=identity.get("extra_groups"),
             )
+        if spec.niceness:
+            # at once, while the new process has its main thread only (the threads it starts inherit it)
+            with contextlib.suppress(ProcessLookupError):  # gone already: its exit is noticed by poll()
+                os.setpriority(os.PRIO_PROCESS, self.popen.pid, spec.niceness)
         self.pid_file.write_text(f"{self.popen.pid} {_process_start_ticks(self.popen.pid)}\n")
         if self.count_first_start or self.last_exit is not None:
             self.restart_count += 1
