@@ -24,9 +24,10 @@ shared local infrastructure, started by the integration tests' ``rail_stack`` (e
 
 "Settled" means the payment's status is ``succeeded`` and the ledger holds its transfer;
 accept-to-settled is the payment's ``updated_at_us - created_at_us`` (the worker stamps the acceptance,
-and the moment it (or the settler) applied the ledger's answer). Settled/s is the number settled divided
-by the time from the first acceptance to the last settlement, so a ledger that lags the gateway
-shows up as a lower figure. CPU seconds of every payplane process (from /proc) are reported per
+and the settler, or with ``--in-process-settlement`` the worker, the moment it applied the ledger's
+answer). Settled/s is the number settled divided by the time from the first acceptance to the last
+settlement, so a ledger that lags the gateway shows up as a lower figure. CPU seconds of every payplane
+process (from /proc) are reported per
 payment, to show where the time goes. A machine check comes first (``machine_check``): this machine's
 speed at round trips and wake-ups moves from hour to hour, and the figures only compare between runs
 whose checks agree.

@@ -164,17 +164,20 @@ class OutboxRelay:
         self.published = 0
         self.pruned = 0  # sent rows deleted from a kept outbox
         self.sent_keep_s = sent_keep_s
-        self._keeping = kind is OutboxKind.LEDGER  # sent rows are marked and kept, not deleted
+        # a ledger outbox packs a batch in a row and keeps sent rows, marked; a payments outbox carries trace
+        # context and deletes sent rows
+        self._keeping = kind is OutboxKind.LEDGER
         self._unsent = "where published_at is null" if self._keeping else ""
+        self._select = _SELECT.format(
+            trace="null::text" if self._keeping else "traceparent",
+            packed="packed" if self._keeping else "false",
+            unsent=self._unsent,
+        )
+        self._done = _MARK_SENT if self._keeping else _DELETE_SENT
+        self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if self._keeping else ROWS_PER_ROUND_MAX
         self._prune_due_s = 0.0  # monotonic time of the next look for sent rows to delete
         self._pruned_this_pass = 0
         self.observer: OutboxObserver = observer or _IgnoreOutbox()
-        ledger = kind is OutboxKind.LEDGER
-        self._select = _SELECT.format(
-            trace="null::text" if ledger else "traceparent", packed="packed" if ledger else "false", unsent=self._unsent
-        )
-        self._done = _MARK_SENT if ledger else _DELETE_SENT
-        self._rows_per_round = PACKED_ROWS_PER_ROUND_MAX if ledger else ROWS_PER_ROUND_MAX
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
